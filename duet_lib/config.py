@@ -1,0 +1,231 @@
+"""Run profiles (smoke / teach / paper) and validation of chapter parameters.
+
+Every chapter has one ``parameters`` cell of literals whose values are the **teach**
+profile. The other profiles are defined here, once, and the book runner passes them to
+papermill. ``validate_params`` is called by every chapter right after its parameters
+cell, so a wrong name or value fails at once with one message listing what is valid.
+Introduced in chapter 00.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+PROFILES: tuple[str, ...] = ("smoke", "teach", "paper")
+DEFAULT_PROFILE = "teach"
+
+
+class ParameterError(ValueError):
+    """A chapter parameter with an unknown name or an invalid value."""
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """How one chapter parameter is checked.
+
+    Attributes:
+        doc: one line shown in error messages and in the README table.
+        check: returns None when the value is valid, else a short reason.
+        choices: the valid values, when the parameter is an enumeration.
+    """
+
+    doc: str
+    check: Callable[[Any], str | None]
+    choices: tuple[Any, ...] | None = None
+
+
+def _int(lo: int | None = None, hi: int | None = None, none_ok: bool = False):
+    def check(v: Any) -> str | None:
+        if v is None and none_ok:
+            return None
+        if isinstance(v, bool) or not isinstance(v, int):
+            return f"expected an integer, got {type(v).__name__} {v!r}"
+        if lo is not None and v < lo:
+            return f"must be >= {lo}"
+        if hi is not None and v > hi:
+            return f"must be <= {hi}"
+        return None
+
+    return check
+
+
+def _float(lo: float | None = None, hi: float | None = None, none_ok: bool = False):
+    def check(v: Any) -> str | None:
+        if v is None and none_ok:
+            return None
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            return f"expected a number, got {type(v).__name__} {v!r}"
+        if not math.isfinite(float(v)):
+            return "must be finite"
+        if lo is not None and v < lo:
+            return f"must be >= {lo}"
+        if hi is not None and v > hi:
+            return f"must be <= {hi}"
+        return None
+
+    return check
+
+
+def _str(none_ok: bool = False, nonempty: bool = True):
+    def check(v: Any) -> str | None:
+        if v is None and none_ok:
+            return None
+        if not isinstance(v, str):
+            return f"expected a string, got {type(v).__name__} {v!r}"
+        if nonempty and not v.strip():
+            return "must not be empty"
+        return None
+
+    return check
+
+
+def _bool(v: Any) -> str | None:
+    return None if isinstance(v, bool) else f"expected True or False, got {v!r}"
+
+
+def _choice(*choices: Any) -> Callable[[Any], str | None]:
+    def check(v: Any) -> str | None:
+        return (
+            None if v in choices else f"must be one of {', '.join(map(repr, choices))}"
+        )
+
+    return check
+
+
+def _device(v: Any) -> str | None:
+    if not isinstance(v, str):
+        return f"expected a string, got {v!r}"
+    if v in ("auto", "cpu", "cuda", "mps"):
+        return None
+    if v.startswith("cuda:") and v[5:].isdigit():
+        return None
+    return "must be 'auto', 'cpu', 'cuda', 'cuda:<index>' or 'mps'"
+
+
+# One spec per parameter name used anywhere in the book; names are stable across
+# chapters (see STYLE.md).
+PARAMS: dict[str, ParamSpec] = {
+    "profile": ParamSpec("run profile", _choice(*PROFILES), PROFILES),
+    "seed": ParamSpec("random seed for everything", _int(0, 2**31 - 1)),
+    "device": ParamSpec("'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'", _device),
+    "data_root": ParamSpec(
+        "dataset folder; None -> DUET_DATA_DIR or the book cache", _str(none_ok=True)
+    ),
+    "output_dir": ParamSpec(
+        "where metrics, figures and checkpoints go; None -> build/outputs/<chapter>",
+        _str(none_ok=True),
+    ),
+    "dataset": ParamSpec(
+        "'world' (embedded default), 'chairv2', 'shoev2'",
+        _choice("world", "chairv2", "shoev2"),
+        ("world", "chairv2", "shoev2"),
+    ),
+    "world_size": ParamSpec(
+        "size preset of the procedural world",
+        _choice("smoke", "teach"),
+        ("smoke", "teach"),
+    ),
+    "difficulty": ParamSpec(
+        "spread knob of the world's shapes, 0 (easy) .. 1", _float(0, 1)
+    ),
+    "model_name": ParamSpec("backbone config name", _str()),
+    "pretrained": ParamSpec(
+        "None (random / book-pretrained), an open_clip tag or a local path",
+        _str(none_ok=True),
+    ),
+    "image_size": ParamSpec("model input side in pixels", _int(32, 1024)),
+    "max_steps": ParamSpec("training steps", _int(1)),
+    "num_epochs": ParamSpec("training epochs", _int(1)),
+    "batch_size": ParamSpec("batch size", _int(1)),
+    "lr": ParamSpec("learning rate", _float(0, 1)),
+    "num_workers": ParamSpec("data-loading workers", _int(0, 64)),
+    "subset_size": ParamSpec(
+        "use at most this many items (None = all)", _int(1, none_ok=True)
+    ),
+    "eval_every": ParamSpec("evaluate every N steps", _int(1)),
+    "pretrain_seconds": ParamSpec("wall-clock budget for pretraining", _float(1)),
+    "n_show": ParamSpec("how many examples a figure shows", _int(1, 64)),
+    "quiet": ParamSpec("silence progress bars", _bool),
+}
+
+
+# Values the runner passes for the non-default profiles. ``teach`` is the literals in
+# each chapter's parameters cell. Only names a chapter declares are passed to it.
+PROFILE_VALUES: dict[str, dict[str, Any]] = {
+    "smoke": {
+        "profile": "smoke",
+        "world_size": "smoke",
+        "max_steps": 3,
+        "num_epochs": 1,
+        "batch_size": 8,
+        "subset_size": 16,
+        "eval_every": 2,
+        "pretrain_seconds": 5.0,
+        "n_show": 4,
+        "quiet": True,
+    },
+    "teach": {"profile": "teach"},
+    "paper": {
+        "profile": "paper",
+        "device": "cuda",
+        "dataset": "shoev2",
+        "model_name": "ViT-B-32",
+        "pretrained": "openai",
+        "image_size": 224,
+        "batch_size": 32,
+        "lr": 1e-4,
+        "num_workers": 8,
+        "subset_size": None,
+    },
+}
+
+
+def profile_values(
+    profile: str, declared: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Parameters a profile sets, restricted to the names a chapter declares.
+
+    Args:
+        profile: one of :data:`PROFILES`.
+        declared: the chapter's parameters (name -> default); None keeps all.
+    """
+    check_profile(profile)
+    values = dict(PROFILE_VALUES[profile])
+    if declared is not None:
+        values = {k: v for k, v in values.items() if k in declared}
+    return values
+
+
+def check_profile(profile: Any) -> str:
+    """Return ``profile`` if valid, else raise :class:`ParameterError`."""
+    if profile not in PROFILES:
+        raise ParameterError(
+            f"unknown profile {profile!r}; valid profiles: {', '.join(PROFILES)}"
+        )
+    return profile
+
+
+def validate_params(**params: Any) -> dict[str, Any]:
+    """Validate a chapter's parameters; return them unchanged when all are valid.
+
+    Raises:
+        ParameterError: one message naming every unknown name (with the valid names)
+            and every invalid value (with what is valid).
+    """
+    problems = []
+    for name, value in params.items():
+        spec = PARAMS.get(name)
+        if spec is None:
+            problems.append(
+                f"unknown parameter {name!r}; valid parameters: {', '.join(sorted(PARAMS))}"
+            )
+            continue
+        reason = spec.check(value)
+        if reason is not None:
+            problems.append(f"parameter {name}={value!r}: {reason} ({spec.doc})")
+    if problems:
+        raise ParameterError("; ".join(problems))
+    return dict(params)

@@ -1,0 +1,90 @@
+"""The book runner: execution into build/, results, summary, failure reporting."""
+
+import json
+
+import nbformat
+import pytest
+
+from duet_lib import book
+from duet_lib.config import ParameterError
+
+
+def _notebook(path, body):
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    params = nbformat.v4.new_code_cell(
+        'profile = "teach"\nseed = 0\ndevice = "auto"\noutput_dir = None'
+    )
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("# 98. Test"),
+        params,
+        nbformat.v4.new_code_cell(body),
+    ]
+    nbformat.write(nb, path)
+    return book.Chapter(path.stem[:2], path.stem, path, "Test")
+
+
+@pytest.fixture
+def build(tmp_path, monkeypatch):
+    monkeypatch.setenv("DUET_BUILD_DIR", str(tmp_path / "build"))
+    return tmp_path / "build"
+
+
+def test_ok_chapter_records_results_and_summary(tmp_path, build):
+    body = (
+        "from duet_lib.results import save_metrics\n"
+        "assert profile == 'smoke'\n"
+        "save_metrics(output_dir, {'answer': 42, 'acc@1': 0.5})\n"
+    )
+    chapter = _notebook(tmp_path / "98_ok.ipynb", body)
+    original = chapter.notebook.read_text()
+    record = book.run_chapter(chapter, "smoke", quiet=True)
+    assert record["status"] == "ok"
+    assert record["metrics"] == {"answer": 42, "acc@1": 0.5}
+    assert chapter.notebook.read_text() == original, (
+        "the source notebook must not change"
+    )
+    saved = json.loads((build / "results" / "98_ok.smoke.json").read_text())
+    assert saved["wall_s"] > 0 and saved["environment"]["torch"]
+    assert (build / "executed" / "98_ok.smoke.ipynb").is_file()
+    summary = (build / "results" / "summary.md").read_text()
+    assert "| 98_ok | smoke | ok |" in summary and "answer=42" in summary
+
+
+def test_failing_chapter_names_chapter_cell_and_error(tmp_path, build):
+    chapter = _notebook(
+        tmp_path / "97_bad.ipynb", "x = 1\nraise ValueError('boom here')"
+    )
+    with pytest.raises(book.ChapterFailed) as err:
+        book.run_chapter(chapter, "smoke", quiet=True)
+    text = str(err.value)
+    assert "97_bad" in text and "raise ValueError('boom here')" in text
+    assert "ValueError: boom here" in text
+    saved = json.loads((build / "results" / "97_bad.smoke.json").read_text())
+    assert saved["status"] == "failed"
+
+
+def test_unknown_override_is_refused_before_running(tmp_path, build):
+    chapter = _notebook(tmp_path / "96_p.ipynb", "pass")
+    with pytest.raises(ParameterError, match="no parameter 'stepz'"):
+        book.chapter_parameters(chapter, "smoke", {"stepz": 3})
+    with pytest.raises(ParameterError, match="seed"):
+        book.chapter_parameters(chapter, "smoke", {"seed": -4})
+
+
+def test_select_by_number_and_stem():
+    chapters = book.discover()
+    assert book.select(chapters, ["0"])[0].stem == "00_duet_at_a_glance"
+    assert book.select(chapters, ["00_duet_at_a_glance"])[0].number == "00"
+    with pytest.raises(SystemExit, match="unknown chapter"):
+        book.select(chapters, ["99"])
+
+
+def test_cli_list(capsys):
+    assert book.main(["list"]) == 0
+    assert "00_duet_at_a_glance" in capsys.readouterr().out
