@@ -563,6 +563,31 @@ def generate_world(
     return out
 
 
+def ensure_world(
+    cfg: WorldConfig | str = "teach",
+    root: str | Path | None = None,
+    quiet: bool = False,
+    workers: int = 2,
+) -> Path:
+    """Generate a world into the book cache, or reuse it (every chapter's entry).
+
+    Args:
+        cfg: a :class:`WorldConfig`, or a profile name ("smoke", "teach").
+        root: folder to use; None -> ``<cache>/worlds/world-<config hash>``.
+        quiet: hide the progress bar.
+        workers: worker processes.
+
+    Returns:
+        The world folder, complete.
+    """
+    from duet_lib.paths import cache_dir
+
+    if isinstance(cfg, str):
+        cfg = WorldConfig.for_profile(cfg)
+    out = Path(root) if root is not None else cache_dir("worlds") / f"world-{cfg.key()}"
+    return generate_world(cfg, out, quiet=quiet, workers=workers)
+
+
 def read_world_meta(root: str | Path) -> dict[str, Any]:
     """The parsed ``world.json`` of a complete world.
 
@@ -1167,3 +1192,44 @@ def preview_world(
         cap = ws.attributes[by_shape[sid][0]]["captions"][0]
         draw.text((n_var * tile + 2, y + tile + 8), f"{sid}: {cap}", fill=(0, 0, 120))
     return img
+
+
+def duet_ambiguity(ws: SketchPhotoSet, split: str = "test") -> dict[str, float]:
+    """Why the duet gallery defeats either modality alone (chapter 01).
+
+    For every composed query of the split (a sketch and its target variant):
+
+    - ``same_shape``: gallery photos with the target's shape (a perfect shape matcher
+      cannot tell these apart: its best expected Acc@1 is the mean of 1/count);
+    - ``same_appearance``: gallery photos with the target's colour, pattern and
+      background (a perfect appearance matcher cannot tell these apart).
+
+    Returns mean counts and the two ceilings ``sketch_only_ceiling`` and
+    ``text_only_ceiling`` (expected Acc@1 of a perfect single-modality matcher that
+    breaks ties at random), plus ``n_queries`` and ``n_gallery``.
+    """
+    gallery = duet_gallery(ws, split)
+    queries = duet_queries(ws, split)
+    if not queries:
+        raise WorldError(f"split {split!r} has no composed queries")
+    shape_count: dict[str, int] = {}
+    look_count: dict[tuple[str, str, str], int] = {}
+    for pid in gallery:
+        a = ws.attributes[pid]
+        shape_count[a["shape_id"]] = shape_count.get(a["shape_id"], 0) + 1
+        look = (a["colour"], a["pattern"], a["background"])
+        look_count[look] = look_count.get(look, 0) + 1
+    same_shape, same_look = [], []
+    for _, pid, _ in queries:
+        a = ws.attributes[pid]
+        same_shape.append(shape_count[a["shape_id"]])
+        same_look.append(look_count[(a["colour"], a["pattern"], a["background"])])
+    shape_arr, look_arr = np.array(same_shape, float), np.array(same_look, float)
+    return {
+        "n_queries": float(len(queries)),
+        "n_gallery": float(len(gallery)),
+        "same_shape": float(shape_arr.mean()),
+        "same_appearance": float(look_arr.mean()),
+        "sketch_only_ceiling": float((1 / shape_arr).mean()),
+        "text_only_ceiling": float((1 / look_arr).mean()),
+    }

@@ -8,8 +8,8 @@ JSON files in ``duet_lib/configs/`` and are registered with open_clip on first u
   text: context 32, width 128, 4 heads, 4 layers) whose vision transformer (width
   128, 4 layers, head width 32) reads a convolutional stem instead of a patch
   embedding (Xiao et al., "Early Convolutions Help Transformers See Better",
-  NeurIPS 2021): four 3x3 convolutions with stride 2 and GELU (3 -> 32 -> 64 ->
-  128 -> 128 channels) and a 1x1 convolution to the transformer width. The total
+  NeurIPS 2021): four 3x3 convolutions with stride 2 and GELU (3 -> 16 -> 32 ->
+  64 -> 128 channels; half the channels of the paper's stem, for CPU speed) and a 1x1 convolution to the transformer width. The total
   stride is 16, so a 96 px image gives a 6x6 grid of tokens and 128 px an 8x8 grid.
 - ``duet-tiny-patch``: the same transformer with a plain 16 px patch embedding,
   for comparison.
@@ -136,7 +136,7 @@ class ConvStem(nn.Module):
     transformer width. With four stride-2 layers the total stride is 16.
 
     Args:
-        channels: output channels of the strided convolutions, e.g. (32, 64, 128, 128).
+        channels: output channels of the strided convolutions, e.g. (16, 32, 64, 128).
         width: transformer width (channels of the final 1x1 convolution).
         kernel_size: size of the strided convolutions.
         stride: stride of each strided convolution.

@@ -42,7 +42,7 @@ def test_tiny_conv_config(tiny: C.ClipBundle) -> None:
     assert len(model.visual.transformer.resblocks) == 4
     assert len(model.transformer.resblocks) == 4
     convs = [m for m in model.visual.conv1.modules() if isinstance(m, nn.Conv2d)]
-    assert [c.out_channels for c in convs] == [32, 64, 128, 128, 128]
+    assert [c.out_channels for c in convs] == [16, 32, 64, 128, 128]
     assert [c.stride[0] for c in convs] == [2, 2, 2, 2, 1]
     assert tiny.meta["n_params"] == sum(p.numel() for p in model.parameters())
 

@@ -1,0 +1,390 @@
+"""Pretraining the embedded default's tiny CLIP on the procedural world (chapter 02).
+
+Web CLIP has seen hundreds of millions of captioned photos; ours sees the world's
+photos and captions only (never its free-hand sketches). Two additions make its photo
+features carry *shape*, which plain caption contrast on this world does not teach:
+
+1. **Shape words in captions**, binned coarsely ("a tall shaft", "a curved back"),
+   so shape is part of what the text side asks for.
+2. **An image–image term** (SLIP-style; Mu et al., ECCV 2022): two renderings of the
+   same geometry in different appearance and pose are positives for each other.
+   Clean line drawings of the geometry, captioned "a line drawing of …", join the
+   corpus as web CLIP's drawings would.
+
+The loss is ``L = L_clip + w_ii * L_ii`` where ``L_clip`` is CLIP's symmetric InfoNCE
+with soft targets for identical captions in a batch and ``L_ii`` is a symmetric
+InfoNCE between the two renderings. The data of step ``k`` depends only on
+``(seed, k)``, so an interrupted run resumes from its last checkpoint and reaches the
+same weights as an uninterrupted one. Checkpoints live in a cache folder keyed by a
+hash of the configuration.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from duet_lib.checkpoint import config_hash, load_checkpoint, save_checkpoint
+from duet_lib.models.clip import ClipBundle, load_clip, save_clip
+from duet_lib.models.text_encoding import encode_token_ids
+from duet_lib.paths import cache_dir
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Everything that decides the pretrained weights (its hash keys the cache).
+
+    Attributes:
+        model_name: tiny architecture registered by the wrapper.
+        seed: seed of initialisation and batch sampling.
+        world_seed: seed of the corpus geometries and renderings.
+        corpus_size: number of geometries pre-rendered for the corpus.
+        difficulty: the world's shape-spread knob used for the corpus.
+        steps: optimisation steps.
+        batch_size: geometries per step (each gives two image–caption pairs).
+        lr: peak AdamW learning rate (linear warm-up, cosine decay).
+        warmup_steps: warm-up length.
+        weight_decay: AdamW weight decay (not applied to gains, biases, embeddings).
+        image_image_weight: w_ii, weight of the image–image term.
+        line_drawing_fraction: share of batch slots showing a line drawing.
+        checkpoint_every: steps between resumable checkpoints.
+    """
+
+    model_name: str = "duet-tiny-conv-96"
+    seed: int = 0
+    world_seed: int = 1234
+    corpus_size: int = 6000
+    difficulty: float = 0.0
+    steps: int = 350
+    batch_size: int = 128
+    lr: float = 2e-3
+    warmup_steps: int = 60
+    weight_decay: float = 0.1
+    image_image_weight: float = 0.3
+    line_drawing_fraction: float = 0.2
+    checkpoint_every: int = 100
+    format_version: int = FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        problems = []
+        for name in ("corpus_size", "steps", "batch_size", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be >= 1")
+        if not 0 <= self.line_drawing_fraction <= 1:
+            problems.append("line_drawing_fraction must lie in [0, 1]")
+        if self.image_image_weight < 0:
+            problems.append("image_image_weight must be >= 0")
+        if not 0 < self.lr < 1:
+            problems.append("lr must lie in (0, 1)")
+        if self.batch_size > self.corpus_size:
+            problems.append("batch_size must not exceed corpus_size")
+        if problems:
+            raise ValueError("invalid PretrainConfig: " + "; ".join(problems))
+
+    def key(self) -> str:
+        """Cache key: a short hash of every field."""
+        return config_hash(asdict(self))
+
+    @classmethod
+    def for_profile(cls, profile: str, **overrides: Any) -> PretrainConfig:
+        """The book's preset for a run profile (chapter 02 trains it, later chapters
+        reuse it from the cache).
+
+        * ``smoke``: a few steps on a tiny corpus (mechanics only).
+        * ``teach``: the embedded default's backbone.
+
+        Raises:
+            ValueError: an unknown profile (``paper`` uses web weights instead).
+        """
+        presets: dict[str, dict[str, Any]] = {
+            "smoke": {
+                "steps": 3,
+                "batch_size": 8,
+                "corpus_size": 32,
+                "warmup_steps": 1,
+            },
+            "teach": {},
+        }
+        if profile not in presets:
+            raise ValueError(
+                f"no tiny-CLIP pretraining preset for profile {profile!r}; valid: "
+                f"{', '.join(presets)} (the paper profile loads ViT-B-32 weights)"
+            )
+        return cls(**{**presets[profile], **overrides})
+
+
+@dataclass
+class PretrainResult:
+    """What :func:`pretrain_clip` returns."""
+
+    bundle: ClipBundle
+    checkpoint: Path
+    history: list[dict[str, float]]
+    pairs_per_s: float | None
+    resumed_from: int
+    trained_now: bool
+
+
+def _to_batch(images: np.ndarray, bundle: ClipBundle) -> torch.Tensor:
+    """(B, S, S, 3) uint8 -> normalised (B, 3, S, S) float32."""
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0)
+    mean = torch.tensor(bundle.image_mean).view(1, 3, 1, 1)
+    std = torch.tensor(bundle.image_std).view(1, 3, 1, 1)
+    return x.sub_(mean).div_(std).contiguous(memory_format=torch.channels_last)
+
+
+def soft_caption_targets(ids: torch.Tensor) -> torch.Tensor:
+    """Row-normalised (B, B) targets: 1 where two captions are identical.
+
+    Identical captions in one batch are not negatives of each other; plain one-hot
+    targets would push them apart.
+    """
+    same = (ids[:, None, :] == ids[None, :, :]).all(-1).float()
+    return same / same.sum(1, keepdim=True)
+
+
+def clip_loss(
+    image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor, targets
+) -> torch.Tensor:
+    """Symmetric InfoNCE with soft targets; embeddings (B, E) already normalised."""
+    logits = logit_scale * image_emb @ text_emb.t()
+    loss_i = -(targets * F.log_softmax(logits, dim=1)).sum(1).mean()
+    loss_t = -(targets.t() * F.log_softmax(logits.t(), dim=1)).sum(1).mean()
+    return (loss_i + loss_t) / 2
+
+
+def image_image_loss(
+    a: torch.Tensor, b: torch.Tensor, tau: float = 0.1
+) -> torch.Tensor:
+    """Symmetric InfoNCE between two renderings of the same geometries (B, E)."""
+    logits = a @ b.t() / tau
+    labels = torch.arange(len(a), device=a.device)
+    return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels)) / 2
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if p.ndim < 2 or "embedding" in name or "logit_scale" in name:
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def _lr_at(step: int, cfg: PretrainConfig) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _make_optimizer(model: nn.Module, cfg: PretrainConfig) -> torch.optim.Optimizer:
+    groups = _param_groups(model, cfg.weight_decay)
+    try:
+        return torch.optim.AdamW(
+            groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6, fused=True
+        )
+    except (RuntimeError, TypeError):
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
+
+
+def batch_plan(cfg: PretrainConfig, step: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and line-drawing mask of one step; a function of (seed, step) only."""
+    rng = np.random.default_rng([cfg.seed, step, 7])
+    idx = rng.choice(n, size=cfg.batch_size, replace=False)
+    drawing = rng.random(cfg.batch_size) < cfg.line_drawing_fraction
+    return idx, drawing
+
+
+def world_corpus(cfg: PretrainConfig, size: int, quiet: bool = True):
+    """The default corpus: ``cfg.corpus_size`` fresh world geometries, two photos
+    and a line drawing each, rendered at the model's input size."""
+    from duet_lib.data.world import pretraining_corpus
+
+    workers = 1 if cfg.corpus_size < 512 else 2  # a pool costs more than it saves
+    return pretraining_corpus(
+        cfg.corpus_size,
+        size,
+        cfg.world_seed,
+        difficulty=cfg.difficulty,
+        quiet=quiet,
+        workers=workers,
+    )
+
+
+def pretrain_dir(cfg: PretrainConfig) -> Path:
+    """Cache folder of one configuration."""
+    return cache_dir("clip", f"{cfg.model_name}-{cfg.key()}")
+
+
+def train_step(
+    bundle: ClipBundle,
+    optimizer: torch.optim.Optimizer,
+    images_a: torch.Tensor,
+    images_b: torch.Tensor,
+    ids_a: torch.Tensor,
+    ids_b: torch.Tensor,
+    cfg: PretrainConfig,
+) -> dict[str, float]:
+    """One optimisation step over B geometries; returns the loss terms as floats.
+
+    Both renderings are image–caption pairs (2B pairs per step) and positives of
+    each other in the image–image term, so the second view costs no extra pass.
+
+    Args:
+        images_a, images_b: (B, 3, S, S) normalised renderings of the same geometries.
+        ids_a, ids_b: (B, L) token ids of their captions.
+    """
+    model = bundle.model
+    both = torch.cat([images_a, images_b])
+    img = F.normalize(model.encode_image(both), dim=-1)  # (2B, E)
+    ids = torch.cat([ids_a, ids_b])
+    txt = encode_token_ids(model, ids, normalize=True)  # (2B, E)
+    scale = model.logit_scale.exp().clamp(max=100)
+    loss_clip = clip_loss(img, txt, scale, soft_caption_targets(ids))
+    half = len(images_a)
+    loss_ii = image_image_loss(img[:half], img[half:])
+    loss = loss_clip + cfg.image_image_weight * loss_ii
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    return {
+        "loss": loss.item(),
+        "clip": loss_clip.item(),
+        "image_image": loss_ii.item(),
+    }
+
+
+def pretrain_clip(
+    cfg: PretrainConfig,
+    corpus_fn: Callable[[PretrainConfig, int], Any] | None = None,
+    quiet: bool = False,
+    stop_after: int | None = None,
+    force: bool = False,
+) -> PretrainResult:
+    """Pretrain (or load from the cache) the tiny CLIP of ``cfg``.
+
+    Args:
+        cfg: the configuration; its hash names the cache folder.
+        corpus_fn: builds the corpus for ``(cfg, image_size)``; it must return an
+            object with ``view_a``, ``view_b``, ``drawing`` (N, S, S, 3) uint8 arrays
+            and ``caption_a``, ``caption_b``, ``caption_drawing`` lists. None uses
+            :func:`world_corpus`.
+        quiet: silence progress bars.
+        stop_after: stop once this many steps are done (to simulate an interruption);
+            a later call resumes from the last checkpoint.
+        force: retrain even when a finished checkpoint exists.
+
+    Returns:
+        A :class:`PretrainResult`; ``trained_now`` is False when the cache was used.
+    """
+    from tqdm.auto import tqdm
+
+    folder = pretrain_dir(cfg)
+    final = folder / "model.pt"
+    history_file = folder / "history.json"
+    if final.is_file() and not force:
+        bundle = load_clip(cfg.model_name, final)
+        history = json.loads(history_file.read_text()) if history_file.is_file() else []
+        return PretrainResult(bundle, final, history, None, cfg.steps, False)
+
+    bundle = load_clip(cfg.model_name, None, seed=cfg.seed)
+    model = bundle.model
+    model.train()
+    optimizer = _make_optimizer(model, cfg)
+    last = folder / "last.pt"
+    start, history = 0, []
+    if last.is_file() and not force:
+        state = load_checkpoint(last)
+        if state.get("config_key") != cfg.key():
+            raise ValueError(f"{last} belongs to another configuration; delete it")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start, history = int(state["step"]), list(state["history"])
+    resumed_from = start
+
+    corpus = (corpus_fn or world_corpus)(cfg, bundle.image_size)
+    ids_a = bundle.tokenize(corpus.caption_a).cpu()
+    ids_b = bundle.tokenize(corpus.caption_b).cpu()
+    ids_d = bundle.tokenize(corpus.caption_drawing).cpu()
+
+    end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
+    t0, pairs = time.perf_counter(), 0
+    bar = tqdm(range(start, end), desc="pretraining", unit="step", disable=quiet)
+    for step in bar:
+        idx, use_drawing = batch_plan(cfg, step, len(corpus))
+        first = np.where(
+            use_drawing[:, None, None, None], corpus.drawing[idx], corpus.view_a[idx]
+        )
+        ids = torch.where(
+            torch.from_numpy(use_drawing)[:, None], ids_d[idx], ids_a[idx]
+        )
+        for group in optimizer.param_groups:
+            group["lr"] = _lr_at(step, cfg)
+        terms = train_step(
+            bundle,
+            optimizer,
+            _to_batch(first, bundle),
+            _to_batch(corpus.view_b[idx], bundle),
+            ids,
+            ids_b[idx],
+            cfg,
+        )
+        pairs += 2 * cfg.batch_size
+        history.append({"step": step + 1, **terms})
+        if not quiet:
+            bar.set_postfix(loss=f"{terms['loss']:.3f}")
+        done = step + 1
+        if done % cfg.checkpoint_every == 0 or done == end:
+            save_checkpoint(
+                {
+                    "config_key": cfg.key(),
+                    "step": done,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "history": history,
+                },
+                last,
+            )
+    elapsed = time.perf_counter() - t0
+    model.eval()
+    pairs_per_s = pairs / elapsed if elapsed > 0 and pairs else None
+    if len(history) >= cfg.steps:
+        save_clip(bundle, final, extra={"pretrain_config": asdict(cfg)})
+        history_file.write_text(json.dumps(history))
+        last.unlink(missing_ok=True)
+        checkpoint = final
+    else:
+        checkpoint = last
+    return PretrainResult(bundle, checkpoint, history, pairs_per_s, resumed_from, True)
+
+
+def book_clip(
+    profile: str = "teach", quiet: bool = True, **overrides: Any
+) -> ClipBundle:
+    """The book's tiny CLIP for a profile: from the cache, or pretrained now.
+
+    Every chapter after chapter 02 starts here, so each runs from a fresh kernel
+    whether or not chapter 02 ran before.
+    """
+    cfg = PretrainConfig.for_profile(profile, **overrides)
+    return pretrain_clip(cfg, quiet=quiet).bundle

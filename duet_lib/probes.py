@@ -1,0 +1,257 @@
+"""What a CLIP knows about the world: zero-shot probes and retrieval gates (chapter 02).
+
+Every later chapter rests on a backbone whose photo features carry both appearance
+(colour, pattern, background, category) and *shape*. These probes measure both on
+held-out photos:
+
+- :func:`attribute_probes`: zero-shot classification of category, colour, pattern
+  and background from prompts, on photos of held-out shapes (optionally only held-out
+  attribute combinations).
+- :func:`same_shape_retrieval`: photo → photo retrieval of the same shape in another
+  appearance (the shape gate; chance is 1 / number of shapes).
+- :func:`sketch_to_photo_zero_shot`: sketch → photo retrieval with no training on
+  sketches (what the duet must improve).
+- :func:`text_to_photo_retrieval`: caption → photo retrieval of held-out attribute
+  combinations.
+
+Ranks are pessimistic (:mod:`duet_lib.metrics`): ties count against the query.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from duet_lib.data.loaders import load_image
+from duet_lib.data.records import SketchPhotoSet, SketchRecord
+from duet_lib.data.strokes import rasterize
+from duet_lib.metrics import acc_at_k, attribute_at_1, ranks_pessimistic
+from duet_lib.models.clip import ClipBundle
+from duet_lib.models.text_encoding import encode_text
+
+# Prompt templates of the zero-shot probes; "{}" is the class word. Our choice,
+# phrased like the world's captions.
+PROBE_TEMPLATES: dict[str, tuple[str, ...]] = {
+    "category": ("a photo of a {}", "a {}"),
+    "colour": ("a {} {noun}", "a {noun} in {}"),
+    "pattern": ("a {} {noun}",),
+    "background": ("a {noun} {}",),
+}
+PATTERN_PROMPT = {
+    "plain": "plain",
+    "striped": "striped",
+    "dotted": "dotted",
+    "checked": "checked",
+    "zigzag": "zigzag",
+}
+BACKGROUND_PROMPT = {
+    "plain": "on a white background",
+    "grass": "on grass",
+    "floor": "on a wooden floor",
+    "sand": "on sand",
+    "tiles": "on a tiled floor",
+}
+
+
+def to_array(image: Image.Image, size: int) -> np.ndarray:
+    """PIL image -> (size, size, 3) uint8 (bicubic resize of a square image)."""
+    image = image.convert("RGB")
+    if image.size != (size, size):
+        image = image.resize((size, size), Image.Resampling.BICUBIC)
+    return np.asarray(image, dtype=np.uint8)
+
+
+def photo_arrays(ws: SketchPhotoSet, photo_ids: Sequence[str], size: int) -> np.ndarray:
+    """Photos of ``photo_ids`` as (N, size, size, 3) uint8."""
+    return np.stack([to_array(load_image(ws.photos[p]), size) for p in photo_ids])
+
+
+def sketch_arrays(records: Sequence[SketchRecord], size: int) -> np.ndarray:
+    """Sketches as (N, size, size, 3) uint8 (vector sketches rasterised)."""
+    out = []
+    for rec in records:
+        if rec.strokes is not None:
+            out.append(to_array(rasterize(rec.strokes, size=size), size))
+        else:
+            out.append(to_array(load_image(rec.path), size))
+    return np.stack(out)
+
+
+@torch.no_grad()
+def embed_images(
+    bundle: ClipBundle, images: np.ndarray, batch_size: int = 256
+) -> torch.Tensor:
+    """(N, S, S, 3) uint8 -> L2-normalised image embeddings (N, E) on the CPU."""
+    model = bundle.model
+    was_training = model.training
+    model.eval()
+    outs = []
+    for i in range(0, len(images), batch_size):
+        x = bundle.preprocess(list(images[i : i + batch_size]))
+        outs.append(F.normalize(model.encode_image(x), dim=-1).float().cpu())
+    model.train(was_training)
+    return torch.cat(outs)
+
+
+@torch.no_grad()
+def embed_texts(
+    bundle: ClipBundle, texts: Sequence[str], batch_size: int = 512
+) -> torch.Tensor:
+    """Sentences -> L2-normalised text embeddings (N, E) on the CPU."""
+    was_training = bundle.model.training
+    bundle.model.eval()
+    outs = [
+        encode_text(bundle, list(texts[i : i + batch_size]), normalize=True)
+        .float()
+        .cpu()
+        for i in range(0, len(texts), batch_size)
+    ]
+    bundle.model.train(was_training)
+    return torch.cat(outs)
+
+
+def class_embeddings(
+    bundle: ClipBundle, classes: Sequence[str], prompts: dict[str, list[str]]
+) -> torch.Tensor:
+    """One embedding per class: the normalised mean of its prompts' embeddings."""
+    rows = []
+    for c in classes:
+        emb = embed_texts(bundle, prompts[c])
+        rows.append(F.normalize(emb.mean(0), dim=-1))
+    return torch.stack(rows)
+
+
+def _prompts(
+    attribute: str, classes: Sequence[str], nouns: Sequence[str]
+) -> dict[str, list[str]]:
+    templates = PROBE_TEMPLATES[attribute]
+    out: dict[str, list[str]] = {}
+    for c in classes:
+        word = {"pattern": PATTERN_PROMPT, "background": BACKGROUND_PROMPT}.get(
+            attribute, {}
+        ).get(c, c)
+        if attribute == "category":
+            out[c] = [t.format(word) for t in templates]
+        else:
+            out[c] = [t.format(word, noun=n) for t in templates for n in nouns]
+    return out
+
+
+def attribute_probes(
+    bundle: ClipBundle,
+    ws: SketchPhotoSet,
+    photo_ids: Sequence[str],
+    attributes: Sequence[str] = ("category", "colour", "pattern", "background"),
+    image_emb: torch.Tensor | None = None,
+) -> dict[str, float]:
+    """Zero-shot accuracy per attribute on ``photo_ids`` (world attributes needed).
+
+    Class prompts average over the world's nouns, so the colour probe does not need
+    to know the category. Returns {"<attribute>": accuracy, "<attribute>_chance": 1/C}.
+    """
+    if not photo_ids:
+        raise ValueError("attribute_probes needs at least one photo")
+    if image_emb is None:
+        image_emb = embed_images(bundle, photo_arrays(ws, photo_ids, bundle.image_size))
+    nouns = sorted({ws.attributes[p]["category"] for p in ws.attributes})
+    result: dict[str, float] = {}
+    for attribute in attributes:
+        truth = [ws.attributes[p][attribute] for p in photo_ids]
+        classes = sorted({ws.attributes[p][attribute] for p in ws.attributes})
+        text = class_embeddings(bundle, classes, _prompts(attribute, classes, nouns))
+        pred = (image_emb @ text.t()).argmax(1)
+        correct = [classes[i] == t for i, t in zip(pred.tolist(), truth, strict=True)]
+        result[attribute] = float(np.mean(correct))
+        result[f"{attribute}_chance"] = 1.0 / len(classes)
+    return result
+
+
+def _variants_by_shape(ws: SketchPhotoSet, split: str) -> dict[str, list[str]]:
+    by_shape: dict[str, list[str]] = {}
+    for pid in sorted(ws.attributes):
+        if ws.photo_split.get(pid) == split:
+            by_shape.setdefault(ws.attributes[pid]["shape_id"], []).append(pid)
+    return by_shape
+
+
+def same_shape_retrieval(
+    bundle: ClipBundle,
+    ws: SketchPhotoSet,
+    split: str = "test",
+    max_shapes: int | None = None,
+    ks: Sequence[int] = (1, 5, 10),
+) -> dict[str, float]:
+    """Photo → photo: query variant v0 of each shape, gallery variant v1 of every shape.
+
+    The two photos share the geometry and differ in colour, pattern, background,
+    materials and pose jitter, so only shape can match them. Chance Acc@1 = 1/N.
+    """
+    by_shape = _variants_by_shape(ws, split)
+    shapes = [s for s, v in by_shape.items() if len(v) >= 2]
+    if max_shapes is not None:
+        shapes = shapes[:max_shapes]
+    if len(shapes) < 2:
+        raise ValueError(f"split {split!r} has fewer than two shapes with two variants")
+    size = bundle.image_size
+    q = embed_images(bundle, photo_arrays(ws, [by_shape[s][0] for s in shapes], size))
+    g = embed_images(bundle, photo_arrays(ws, [by_shape[s][1] for s in shapes], size))
+    ranks = ranks_pessimistic(q @ g.t(), torch.arange(len(shapes)))
+    out = acc_at_k(ranks, ks)
+    out["n_gallery"] = len(shapes)
+    out["chance@1"] = 1.0 / len(shapes)
+    return out
+
+
+def sketch_to_photo_zero_shot(
+    bundle: ClipBundle,
+    ws: SketchPhotoSet,
+    split: str = "test",
+    ks: Sequence[int] = (1, 5, 10),
+) -> dict[str, float]:
+    """FG-SBIR with the pretrained backbone as it is: sketch → its paired photo.
+
+    The gallery is the unique photos paired with the split's sketches.
+    """
+    records = ws.sketches_in(split)
+    gallery = ws.photo_ids(split)
+    if not records:
+        raise ValueError(f"split {split!r} has no sketches")
+    index = {p: i for i, p in enumerate(gallery)}
+    size = bundle.image_size
+    q = embed_images(bundle, sketch_arrays(records, size))
+    g = embed_images(bundle, photo_arrays(ws, gallery, size))
+    target = torch.tensor([index[r.photo_id] for r in records])
+    out = acc_at_k(ranks_pessimistic(q @ g.t(), target), ks)
+    out["n_gallery"] = len(gallery)
+    out["chance@1"] = 1.0 / len(gallery)
+    return out
+
+
+def text_to_photo_retrieval(
+    bundle: ClipBundle,
+    ws: SketchPhotoSet,
+    photo_ids: Sequence[str],
+    gallery_ids: Sequence[str],
+) -> dict[str, float]:
+    """Caption → photo on ``photo_ids`` against ``gallery_ids``.
+
+    Captions name coarse shape bins and the appearance, not the exact instance, so
+    exact-photo accuracy is low by design; what matters is whether the top photo has
+    the caption's colour, pattern and category (``<attribute>@1``).
+    """
+    if not photo_ids:
+        raise ValueError("text_to_photo_retrieval needs at least one query photo")
+    captions = [ws.attributes[p]["captions"][0] for p in photo_ids]
+    q = embed_texts(bundle, captions)
+    g = embed_images(bundle, photo_arrays(ws, gallery_ids, bundle.image_size))
+    sim = q @ g.t()
+    out = {}
+    for attribute in ("category", "colour", "pattern", "background"):
+        qa = [ws.attributes[p][attribute] for p in photo_ids]
+        ga = [ws.attributes[p][attribute] for p in gallery_ids]
+        out[f"{attribute}@1"] = attribute_at_1(sim, qa, ga)
+    return out
