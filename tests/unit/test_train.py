@@ -1,0 +1,320 @@
+"""Tests for duet_lib.train: config, losses, resumable training, evaluation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from duet_lib.checkpoint import load_checkpoint
+from duet_lib.data.pairs import SketchPhotoPairs
+from duet_lib.data.records import SketchPhotoSet, SketchRecord
+from duet_lib.data.world import WorldConfig, duet_queries, generate_world, load_world
+from duet_lib.losses import LOSS_NAMES, LossWeights, total_loss
+from duet_lib.models.clip import load_clip
+from duet_lib.models.decoder import ImageDecoder
+from duet_lib.train import (
+    TrainConfig,
+    build_model,
+    duet_losses,
+    evaluate_duet,
+    load_trained_duet,
+    plot_history,
+    train_duet,
+)
+from tests.unit.test_pairs_data import plain_set
+
+MODEL = "duet-tiny-conv-96"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> SketchPhotoSet:
+    cfg = WorldConfig.for_profile("smoke", train_shapes=5, test_shapes=3, image_size=96)
+    root = generate_world(cfg, tmp_path_factory.mktemp("world") / "w", quiet=True)
+    return load_world(root, val_fraction=0.2)
+
+
+def small_config(**changes) -> TrainConfig:
+    base = dict(
+        device="cpu",
+        max_steps=6,
+        batch_size=4,
+        eval_every=2,
+        lr_visual=1e-3,
+        lr_modules=3e-3,
+        eval_batch_size=64,
+    )
+    return TrainConfig(**{**base, **changes})
+
+
+# ----------------------------------------------------------------------- config
+
+
+def test_config_round_trip_and_validation() -> None:
+    cfg = small_config(weights={"rec": 0.0, "rt": 0.5}, trip_negatives=["random"])
+    assert isinstance(cfg.weights, LossWeights) and cfg.weights.rec == 0.0
+    assert cfg.trip_negatives == ("random",)
+    again = TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert again == cfg
+    assert cfg.negative_kinds() == ("same_shape", "same_appearance", "random")
+    with pytest.raises(ValueError, match="unknown TrainConfig field"):
+        TrainConfig.from_dict({"learning_rate": 0.1})
+    with pytest.raises(ValueError, match="comp_form"):
+        small_config(comp_form="contrastive")
+    with pytest.raises(ValueError, match="batch_size"):
+        small_config(batch_size=1)
+    with pytest.raises(ValueError, match="trip_negatives"):
+        small_config(trip_negatives=(), trip_mining="given")
+    with pytest.raises(ValueError, match="every loss weight is 0"):
+        small_config(weights={k: 0.0 for k in LOSS_NAMES})
+    with pytest.raises(ValueError, match="stroke_drop"):
+        small_config(stroke_drop=2.0)
+
+
+# ----------------------------------------------------------------------- losses
+
+
+def test_training_steps_lower_the_loss(world: SketchPhotoSet) -> None:
+    cfg = small_config(lr_visual=3e-3, lr_modules=1e-2, converter_dropout=0.0)
+    bundle = load_clip(MODEL, seed=0)
+    model = build_model(cfg, bundle).train()
+    kinds = cfg.negative_kinds()
+    data = SketchPhotoPairs(
+        world,
+        "train",
+        bundle.image_size,
+        bundle.image_mean,
+        bundle.image_std,
+        negatives=kinds,
+    )
+    batch = next(iter(DataLoader(data, batch_size=6)))
+    groups = model.parameter_groups()
+    opt = torch.optim.Adam(
+        [
+            {"params": groups["visual"], "lr": 3e-3},
+            {"params": groups["modules"], "lr": 1e-2},
+        ]
+    )
+    fixed = torch.arange(6) % len(model.fixed_prompts)
+    neutral = torch.arange(6) % len(model.neutral_texts)
+    totals = []
+    for _ in range(12):
+        out = model(
+            batch["sketch"],
+            batch["photo"],
+            batch["negatives"],
+            fixed_index=fixed,
+            neutral_index=neutral,
+        )
+        terms = duet_losses(out, batch, cfg, kinds)
+        assert set(terms) == set(LOSS_NAMES)
+        loss, log = total_loss(terms, cfg.weights)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        totals.append(log["total"])
+    assert totals[-1] < 0.9 * totals[0], totals
+
+
+def test_zero_weight_terms_are_not_computed(
+    world: SketchPhotoSet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a switched-off term was computed")
+
+    monkeypatch.setattr(ImageDecoder, "forward", forbidden)
+    monkeypatch.setattr("duet_lib.train.region_triplet_loss", forbidden)
+    monkeypatch.setattr("duet_lib.train.neutral_regulariser", forbidden)
+    cfg = small_config(max_steps=2, weights={"rec": 0.0, "rt": 0.0, "reg": 0.0})
+    result = train_duet(
+        cfg, load_clip(MODEL, seed=0), world, tmp_path / "run", quiet=True
+    )
+    assert set(result.history["train"][0]) == {
+        "trip",
+        "comp",
+        "tt",
+        "total",
+        "step",
+        "seconds",
+    }
+
+
+# --------------------------------------------------------------------- training
+
+
+def test_resume_after_a_kill_equals_a_straight_run(
+    world: SketchPhotoSet, tmp_path: Path
+) -> None:
+    cfg = small_config(max_steps=7, eval_every=3)  # 4 steps per epoch: crosses epochs
+    straight = train_duet(
+        cfg, load_clip(MODEL, seed=0), world, tmp_path / "a", quiet=True
+    )
+    assert straight.stopped == "max_steps" and straight.step == 7
+    killed = train_duet(
+        cfg, load_clip(MODEL, seed=0), world, tmp_path / "b", quiet=True, stop_after=5
+    )
+    assert killed.stopped == "stop_after"
+    assert load_checkpoint(tmp_path / "b" / "last.pt")["step"] == 3  # the last eval
+    resumed = train_duet(
+        cfg, load_clip(MODEL, seed=0), world, tmp_path / "b", quiet=True
+    )
+    assert resumed.resumed_from == 3 and resumed.step == 7
+    assert [r["total"] for r in resumed.history["train"]] == [
+        r["total"] for r in straight.history["train"]
+    ]
+    assert resumed.history["val"] == straight.history["val"]
+    assert resumed.best_metrics == straight.best_metrics
+    a = load_trained_duet(load_clip(MODEL, seed=0), tmp_path / "a" / "last.pt")
+    b = load_trained_duet(load_clip(MODEL, seed=0), tmp_path / "b" / "last.pt")
+    sa, sb = a.trainable_state_dict(), b.trainable_state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    again = train_duet(cfg, load_clip(MODEL, seed=0), world, tmp_path / "b", quiet=True)
+    assert again.stopped == "already_done" and not again.trained_now
+    other = cfg.replace(margin_trip=0.3)
+    with pytest.raises(ValueError, match="another configuration"):
+        train_duet(other, load_clip(MODEL, seed=0), world, tmp_path / "b", quiet=True)
+    fig = plot_history(straight.history)
+    assert len(fig.axes) == 2
+    with pytest.raises(ValueError, match="no training steps"):
+        plot_history({"train": [], "val": []})
+
+
+class _Recording(SketchPhotoSet):
+    """Remembers which splits were asked for."""
+
+    seen: set
+
+    def sketches_in(self, split: str):
+        self.seen.add(split)
+        return super().sketches_in(split)
+
+    def photo_ids(self, split: str):
+        self.seen.add(split)
+        return super().photo_ids(split)
+
+
+def test_model_selection_reads_val_and_never_test(
+    world: SketchPhotoSet, tmp_path: Path
+) -> None:
+    # Test photos point nowhere and test sketches have no content: touching any
+    # of them during training would raise.
+    photos = {
+        p: (
+            Path("/nonexistent") / f"{p}.png"
+            if world.photo_split.get(p) == "test"
+            else path
+        )
+        for p, path in world.photos.items()
+    }
+    sketches = [
+        SketchRecord(s.key, s.photo_id, s.split) if s.split == "test" else s
+        for s in world.sketches
+    ]
+    guarded = _Recording(
+        world.name,
+        world.root,
+        photos,
+        dict(world.photo_split),
+        sketches,
+        attributes=world.attributes,
+    )
+    guarded.seen = set()
+    cfg = small_config(max_steps=6, eval_every=2)
+    result = train_duet(
+        cfg, load_clip(MODEL, seed=0), guarded, tmp_path / "run", quiet=True
+    )
+    assert guarded.seen == {"train", "val"}
+    assert result.select_metric == "duet_acc@1"
+    vals = result.history["val"]
+    assert [v["step"] for v in vals] == [2, 4, 6]
+    values = [v["duet_acc@1"] for v in vals]
+    best = values.index(max(values))  # the first of equal values wins
+    assert result.best_step == vals[best]["step"]
+    stored = load_checkpoint(tmp_path / "run" / "best.pt")
+    assert stored["step"] == result.best_step
+    assert {"step": stored["step"], **stored["val_metrics"]} == vals[best]
+    saved = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert saved["val"] == vals
+
+
+def test_bad_training_inputs(world: SketchPhotoSet, tmp_path: Path) -> None:
+    no_val = SketchPhotoSet(
+        world.name,
+        world.root,
+        world.photos,
+        world.photo_split,
+        [s for s in world.sketches if s.split != "val"],
+        attributes=world.attributes,
+    )
+    with pytest.raises(ValueError, match="no val sketches"):
+        train_duet(
+            small_config(), load_clip(MODEL, seed=0), no_val, tmp_path / "x", quiet=True
+        )
+    with pytest.raises(ValueError, match="fewer than the batch"):
+        train_duet(
+            small_config(batch_size=64),
+            load_clip(MODEL, seed=0),
+            world,
+            tmp_path / "y",
+            quiet=True,
+        )
+
+
+# ------------------------------------------------------------------- evaluation
+
+
+@pytest.fixture(scope="module")
+def eval_model():
+    return build_model(small_config(), load_clip(MODEL, seed=0)).eval()
+
+
+def test_evaluate_world_keys(world: SketchPhotoSet, eval_model) -> None:
+    metrics = evaluate_duet(eval_model, world, "test", batch_size=16)
+    n_gallery = len(world.photo_ids("test"))
+    n_queries = len(duet_queries(world, "test"))
+    for prefix in ("fgsbir", "visual"):
+        assert metrics[f"{prefix}_n_gallery"] == n_gallery
+        assert metrics[f"{prefix}_n_queries"] == len(world.sketches_in("test"))
+        for key in ("acc@1", "acc@5", "acc@10", "mrr", "shape@1"):
+            assert 0.0 <= metrics[f"{prefix}_{key}"] <= 1.0
+    for prefix in ("duet", "sketch", "text", "fusion"):
+        assert metrics[f"{prefix}_n_queries"] == n_queries
+        for key in ("acc@1", "acc@5", "acc@10", "shape@1", "appearance@1", "colour@1"):
+            assert 0.0 <= metrics[f"{prefix}_{key}"] <= 1.0
+    assert metrics["duet_chance@1"] == pytest.approx(1 / metrics["duet_n_gallery"])
+    # evaluation leaves the training mode alone and is deterministic
+    eval_model.train()
+    assert evaluate_duet(eval_model, world, "test", batch_size=7) == pytest.approx(
+        metrics
+    )
+    assert eval_model.training
+    eval_model.eval()
+    # other texts change the composed query only
+    phrased = evaluate_duet(eval_model, world, "test", texts="in {phrase}")
+    assert phrased["fgsbir_acc@1"] == metrics["fgsbir_acc@1"]
+    with pytest.raises(ValueError, match="composed queries"):
+        evaluate_duet(eval_model, world, "test", texts=["in red"])
+
+
+def test_evaluate_plain_dataset(tmp_path: Path, eval_model) -> None:
+    ds = plain_set(tmp_path)
+    metrics = evaluate_duet(eval_model, ds, "train")
+    assert metrics["fgsbir_n_gallery"] == 4 and metrics["fgsbir_n_queries"] == 8
+    assert not any(k.startswith(("duet_", "text_")) for k in metrics)
+    texts = [f"in colour {i}" for i in range(8)]
+    composed = evaluate_duet(eval_model, ds, "train", texts=texts)
+    assert composed["duet_n_gallery"] == 4 and "fusion_acc@1" in composed
+    texts[3] = " "
+    with pytest.raises(ValueError, match="empty"):
+        evaluate_duet(eval_model, ds, "train", texts=texts)
