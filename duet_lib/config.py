@@ -105,6 +105,23 @@ def _device(v: Any) -> str | None:
     return "must be 'auto', 'cpu', 'cuda', 'cuda:<index>' or 'mps'"
 
 
+_LOSS_NAMES = ("trip", "comp", "reg", "tt", "rt", "rec")
+
+
+def _loss_weights(v: Any) -> str | None:
+    if not isinstance(v, dict):
+        return f"expected a dict such as {{'trip': 1.0, 'comp': 1.0}}, got {v!r}"
+    unknown = set(v) - set(_LOSS_NAMES)
+    if unknown:
+        return (
+            f"unknown loss name(s) {sorted(unknown)}; valid: {', '.join(_LOSS_NAMES)}"
+        )
+    for k, w in v.items():
+        if isinstance(w, bool) or not isinstance(w, int | float) or not w >= 0:
+            return f"weight of {k!r} must be a number >= 0, got {w!r}"
+    return None
+
+
 # One spec per parameter name used anywhere in the book; names are stable across
 # chapters (see STYLE.md).
 PARAMS: dict[str, ParamSpec] = {
@@ -147,6 +164,20 @@ PARAMS: dict[str, ParamSpec] = {
     ),
     "eval_every": ParamSpec("evaluate every N steps", _int(1)),
     "pretrain_seconds": ParamSpec("wall-clock budget for pretraining", _float(1)),
+    "lr_visual": ParamSpec("learning rate of V's LayerNorms", _float(0, 1)),
+    "lr_modules": ParamSpec("learning rate of C_v2w, P^L and G", _float(0, 1)),
+    "loss_weights": ParamSpec(
+        "lambda per loss: a dict with keys among trip, comp, reg, tt, rt, rec",
+        _loss_weights,
+    ),
+    "unfreeze_blocks": ParamSpec(
+        "also train the last k visual blocks (a deviation from the paper)", _int(0, 48)
+    ),
+    "amp": ParamSpec("mixed precision on CUDA", _choice("off", "bf16", "fp16")),
+    "patience": ParamSpec(
+        "evaluations without improvement before stopping (None = never)",
+        _int(1, none_ok=True),
+    ),
     "n_show": ParamSpec("how many examples a figure shows", _int(1, 64)),
     "quiet": ParamSpec("silence progress bars", _bool),
 }
@@ -177,6 +208,12 @@ PROFILE_VALUES: dict[str, dict[str, Any]] = {
         "image_size": 224,
         "batch_size": 32,
         "lr": 1e-4,
+        "lr_visual": 1e-4,
+        "lr_modules": 1e-3,
+        "amp": "bf16",
+        "max_steps": 20000,
+        "eval_every": 500,
+        "patience": 10,
         "num_workers": 8,
         "subset_size": None,
     },

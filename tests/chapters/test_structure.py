@@ -100,3 +100,13 @@ def test_index_lists_only_existing_or_planned():
         assert stem in stems or fields.get("planned"), (
             f"{stem}: no pair and not planned"
         )
+
+
+@pytest.mark.parametrize("chapter", CHAPTER_LIST, ids=IDS)
+def test_papermill_reads_every_parameter(chapter):
+    import papermill
+
+    found = set(papermill.inspect_notebook(str(chapter.notebook)))
+    assert found == set(parameter_names(chapter.notebook)), (
+        "a parameter line papermill cannot parse"
+    )
