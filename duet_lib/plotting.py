@@ -65,12 +65,17 @@ def _box(ax, xy, text, color, width=1.6, height=0.55, frozen=False):
     return patch
 
 
-def _arrow(ax, start, end, label=None):
+def _arrow(ax, start, end, label=None, rad=0.0):
     ax.annotate(
         "",
         xy=end,
         xytext=start,
-        arrowprops={"arrowstyle": "->", "lw": 1.1, "color": "0.25"},
+        arrowprops={
+            "arrowstyle": "->",
+            "lw": 1.1,
+            "color": "0.25",
+            "connectionstyle": f"arc3,rad={rad}",
+        },
     )
     if label:
         mx, my = (start[0] + end[0]) / 2, (start[1] + end[1]) / 2
@@ -94,7 +99,7 @@ def pipeline_figure():
         ax.set_axis_off()
 
     ax = ax_train
-    ax.set_ylim(0, 5)
+    ax.set_ylim(-0.05, 5)
     ax.set_title("training", loc="left", fontweight="bold")
     _box(ax, (0.9, 4.2), "sketch S", data, 1.3)
     _box(ax, (0.9, 2.4), "photo P⁺ (and P⁻)", data, 1.6)
@@ -106,11 +111,18 @@ def pipeline_figure():
     _arrow(ax, (3.95, 3.5), (4.9, 4.2))
     _arrow(ax, (3.95, 3.1), (4.45, 2.45))
     _box(ax, (5.2, 3.3), "Δ = p⁺ − s", data, 1.2, 0.45)
+    _arrow(ax, (5.2, 3.93), (5.2, 3.53))
+    _arrow(ax, (5.2, 2.67), (5.2, 3.08))
     _box(ax, (7.2, 3.8), "C_v2w", trained, 1.0)
     _arrow(ax, (5.5, 4.2), (6.7, 3.9), "s")
     _arrow(ax, (5.8, 3.3), (6.7, 3.7), "Δ")
     _box(
-        ax, (7.2, 1.2), "P^L prompt · P^F prompts\n· neutral text N", trained, 2.3, 0.65
+        ax,
+        (7.2, 0.45),
+        "P^L prompt · P^F prompts\n· neutral text N",
+        trained,
+        2.3,
+        0.65,
     )
     _box(
         ax,
@@ -122,7 +134,7 @@ def pipeline_figure():
         frozen=True,
     )
     _arrow(ax, (7.7, 3.8), (8.35, 3.2), "s^w, Δ^w")
-    _arrow(ax, (8.35, 1.4), (8.6, 2.6))
+    _arrow(ax, (8.35, 0.7), (8.9, 2.6))
     _box(
         ax,
         (11.0, 4.2),
@@ -132,9 +144,9 @@ def pipeline_figure():
         0.75,
     )
     _box(ax, (11.0, 1.6), "G (UNet decoder)\n→ L_rec", loss, 1.7, 0.7)
-    _arrow(ax, (10.25, 3.3), (10.3, 3.85), "s_L^T, s_L^{T,Δ}, …")
+    _arrow(ax, (10.25, 3.3), (10.4, 3.82))
     _arrow(ax, (10.25, 2.7), (10.5, 1.95))
-    _arrow(ax, (5.95, 2.4), (10.15, 4.0))
+    _arrow(ax, (5.2, 2.12), (11.6, 3.82), rad=0.35)
 
     ax = ax_test
     ax.set_ylim(0, 3.2)
