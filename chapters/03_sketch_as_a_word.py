@@ -41,9 +41,9 @@ from duet_lib.data.pairs import SketchPhotoPairs, sketch_array
 from duet_lib.data.world import WorldConfig, ensure_world, load_world
 from duet_lib.losses import LossWeights
 from duet_lib.metrics import ranks_pessimistic
-from duet_lib.models.clip import count_parameters, load_clip
+from duet_lib.models.clip import count_parameters
 from duet_lib.models.duet import DuetModel
-from duet_lib.models.pretrain import book_clip
+from duet_lib.models.pretrain import chapter_backbone
 from duet_lib.models.text_encoding import (
     encode_text,
     encode_text_with_pseudo_tokens,
@@ -103,10 +103,7 @@ env = env_report(seed=seed, device=device, profile=profile)
 
 def fresh_bundle():
     """A newly loaded CLIP (a DuetModel freezes its bundle in place: one per model)."""
-    if pretrained is None:
-        tiny = "smoke" if profile == "smoke" else "teach"
-        return book_clip(tiny, model_name=model_name)
-    return load_clip(model_name, pretrained, device=torch_device)
+    return chapter_backbone(profile, model_name, pretrained, device)
 
 
 # %% [markdown]

@@ -39,8 +39,7 @@ from duet_lib.config import validate_params
 from duet_lib.data.pairs import SketchPhotoPairs, sketch_array
 from duet_lib.data.world import WorldConfig, duet_gallery, ensure_world, load_world
 from duet_lib.losses import LossWeights, compositionality_loss, total_loss
-from duet_lib.models.clip import load_clip
-from duet_lib.models.pretrain import book_clip
+from duet_lib.models.pretrain import chapter_backbone
 from duet_lib.models.text_encoding import encode_token_embeddings
 from duet_lib.plotting import use_book_style
 from duet_lib.repro import env_report, resolve_device, seed_everything
@@ -89,12 +88,7 @@ env = env_report(seed=seed, device=device, profile=profile)
 
 def fresh_bundle():
     """A newly loaded CLIP (a DuetModel freezes its bundle in place: one per model)."""
-    if pretrained is None:
-        tiny = "smoke" if profile == "smoke" else "teach"
-        bundle = book_clip(tiny, model_name=model_name)
-        bundle.model.to(torch_device)
-        return bundle
-    return load_clip(model_name, pretrained, device=torch_device)
+    return chapter_backbone(profile, model_name, pretrained, device)
 
 
 # %% [markdown]

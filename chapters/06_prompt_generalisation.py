@@ -24,7 +24,6 @@
 # from scratch, check it against `duet_lib`, and measure what it changes in short runs.
 
 # %%
-import shutil
 import time
 
 import matplotlib.pyplot as plt
@@ -45,14 +44,19 @@ from duet_lib.data.world import (
 )
 from duet_lib.losses import LossWeights, load_fixed_prompts, prompt_text_loss
 from duet_lib.metrics import retrieval_report
-from duet_lib.models.clip import load_clip
 from duet_lib.models.duet import QuerySpec
-from duet_lib.models.pretrain import book_clip
+from duet_lib.models.pretrain import chapter_backbone
 from duet_lib.models.text_encoding import PLACEHOLDER, tokenize_templates
 from duet_lib.plotting import use_book_style
 from duet_lib.repro import env_report, resolve_device, seed_everything
 from duet_lib.results import resolve_output_dir, save_figure, save_metrics
-from duet_lib.train import TrainConfig, build_model, load_trained_duet, train_duet
+from duet_lib.train import (
+    TrainConfig,
+    build_model,
+    load_trained_duet,
+    run_dir,
+    train_duet,
+)
 
 use_book_style()
 display(Markdown(chapter_card("06_prompt_generalisation")))
@@ -229,10 +233,8 @@ ws = load_world(ensure_world(world_cfg, quiet=True), seed=seed)
 
 
 def fresh_bundle():
-    """A freshly loaded CLIP: a DuetModel freezes and trains its bundle in place."""
-    if pretrained is None:
-        return book_clip("smoke" if profile == "smoke" else "teach")
-    return load_clip(model_name, pretrained)
+    """A newly loaded CLIP (a DuetModel freezes its bundle in place: one per model)."""
+    return chapter_backbone(profile, model_name, pretrained, device)
 
 
 def prompt_spec(model, words, prompt=None, texts=None):
@@ -290,22 +292,6 @@ print(
 tt_weights = {"no L_TT": 0.0, "with L_TT": 1.0}
 
 
-def train_or_load(cfg, folder):
-    """Train a short run into ``folder``, or load it when it is already finished.
-
-    A folder left by a run of another configuration (for example after the backbone
-    was pretrained again) is this chapter's own scratch space: it is cleared.
-    """
-    try:
-        return train_duet(cfg, fresh_bundle(), ws, folder, quiet=quiet)
-    except ValueError as err:
-        if "another configuration" not in str(err):
-            raise
-        print(f"{folder.name}: holds a run of another configuration; training again")
-        shutil.rmtree(folder)
-        return train_duet(cfg, fresh_bundle(), ws, folder, quiet=quiet)
-
-
 models, train_s, histories = {}, {}, {}
 for name, weight in tt_weights.items():
     cfg = TrainConfig(
@@ -319,7 +305,9 @@ for name, weight in tt_weights.items():
         weights=LossWeights(tt=weight),
     )
     t0 = time.perf_counter()
-    run = train_or_load(cfg, out_dir / f"tt_{weight:g}")
+    bundle = fresh_bundle()
+    folder = run_dir(out_dir, f"tt_{weight:g}", cfg, bundle, ws)
+    run = train_duet(cfg, bundle, ws, folder, quiet=quiet)
     train_s[name] = time.perf_counter() - t0
     models[name] = load_trained_duet(fresh_bundle(), run.output_dir).to(torch_device)
     histories[name] = run.history["train"]

@@ -26,7 +26,6 @@
 # %%
 import math
 import time
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -35,7 +34,6 @@ import torch.nn.functional as F
 from IPython.display import Markdown, display
 
 from duet_lib.book import chapter_card
-from duet_lib.checkpoint import config_hash
 from duet_lib.config import validate_params
 from duet_lib.data.pairs import SketchPhotoPairs
 from duet_lib.data.world import WorldConfig, ensure_world, load_world
@@ -46,13 +44,19 @@ from duet_lib.losses import (
     region_triplet_loss,
 )
 from duet_lib.metrics import retrieval_report
-from duet_lib.models.clip import encode_image_with_tokens, load_clip
-from duet_lib.models.pretrain import book_clip
+from duet_lib.models.clip import encode_image_with_tokens
+from duet_lib.models.pretrain import chapter_backbone
 from duet_lib.plotting import use_book_style
 from duet_lib.probes import photo_arrays, sketch_arrays
 from duet_lib.repro import env_report, resolve_device, seed_everything
 from duet_lib.results import resolve_output_dir, save_figure, save_metrics
-from duet_lib.train import TrainConfig, build_model, load_trained_duet, train_duet
+from duet_lib.train import (
+    TrainConfig,
+    build_model,
+    load_trained_duet,
+    run_dir,
+    train_duet,
+)
 
 use_book_style()
 display(Markdown(chapter_card("07_region_aware_triplet")))
@@ -249,18 +253,8 @@ print({split: c for split, c in world.counts().items()})
 
 
 def fresh_bundle():
-    """A freshly loaded CLIP (a DuetModel freezes and trains its bundle in place)."""
-    if pretrained is None:
-        return book_clip(profile if profile in ("smoke", "teach") else "teach")
-    return load_clip(model_name, pretrained)
-
-
-def run_folder(cfg, bundle, name):
-    """A run folder named by the training configuration and the starting weights."""
-    weights = str(bundle.pretrained)
-    backbone = Path(weights).parent.name or weights
-    key = config_hash({"config": cfg.to_dict(), "backbone": backbone})
-    return out_dir / f"run_{name}_{key}"
+    """A newly loaded CLIP (a DuetModel freezes its bundle in place: one per model)."""
+    return chapter_backbone(profile, model_name, pretrained, device)
 
 
 probe = fresh_bundle()
@@ -326,7 +320,11 @@ for name, rt_weight in (("without", 0.0), ("with", 1.0)):
     t0 = time.perf_counter()
     bundle = fresh_bundle()
     result = train_duet(
-        cfg, bundle, world, run_folder(cfg, bundle, f"{name}_rt"), quiet=quiet
+        cfg,
+        bundle,
+        world,
+        run_dir(out_dir, f"{name}_rt", cfg, bundle, world),
+        quiet=quiet,
     )
     runs[name] = result
     print(

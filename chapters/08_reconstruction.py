@@ -26,7 +26,6 @@
 # %%
 import math
 import time
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -36,19 +35,23 @@ from IPython.display import Markdown, display
 from torch import nn
 
 from duet_lib.book import chapter_card
-from duet_lib.checkpoint import config_hash
 from duet_lib.config import validate_params
 from duet_lib.data.pairs import SketchPhotoPairs
 from duet_lib.data.world import WorldConfig, ensure_world, load_world
 from duet_lib.losses import LossWeights, reconstruction_loss
-from duet_lib.models.clip import load_clip
 from duet_lib.models.decoder import ImageDecoder
-from duet_lib.models.pretrain import book_clip
+from duet_lib.models.pretrain import chapter_backbone
 from duet_lib.plotting import use_book_style
 from duet_lib.probes import sketch_arrays
 from duet_lib.repro import env_report, resolve_device, seed_everything
 from duet_lib.results import resolve_output_dir, save_figure, save_metrics
-from duet_lib.train import TrainConfig, build_model, load_trained_duet, train_duet
+from duet_lib.train import (
+    TrainConfig,
+    build_model,
+    load_trained_duet,
+    run_dir,
+    train_duet,
+)
 
 use_book_style()
 display(Markdown(chapter_card("08_reconstruction")))
@@ -275,18 +278,8 @@ print({split: c for split, c in world.counts().items()})
 
 
 def fresh_bundle():
-    """A freshly loaded CLIP (a DuetModel freezes and trains its bundle in place)."""
-    if pretrained is None:
-        return book_clip(profile if profile in ("smoke", "teach") else "teach")
-    return load_clip(model_name, pretrained)
-
-
-def run_folder(cfg, bundle, name):
-    """A run folder named by the training configuration and the starting weights."""
-    weights = str(bundle.pretrained)
-    backbone = Path(weights).parent.name or weights
-    key = config_hash({"config": cfg.to_dict(), "backbone": backbone})
-    return out_dir / f"run_{name}_{key}"
+    """A newly loaded CLIP (a DuetModel freezes its bundle in place: one per model)."""
+    return chapter_backbone(profile, model_name, pretrained, device)
 
 
 cfg = TrainConfig(
@@ -310,7 +303,9 @@ cfg = TrainConfig(
 )
 t0 = time.perf_counter()
 bundle = fresh_bundle()
-result = train_duet(cfg, bundle, world, run_folder(cfg, bundle, "duet"), quiet=quiet)
+result = train_duet(
+    cfg, bundle, world, run_dir(out_dir, "duet", cfg, bundle, world), quiet=quiet
+)
 train_s = time.perf_counter() - t0
 print(
     f"{'trained' if result.trained_now else 'loaded'} {result.step} steps in "

@@ -33,13 +33,12 @@ from duet_lib.config import validate_params
 from duet_lib.data.loaders import load_dataset
 from duet_lib.data.world import WorldConfig, ensure_world, load_world
 from duet_lib.losses import LOSS_NAMES, LossWeights
-from duet_lib.models.clip import load_clip
-from duet_lib.models.pretrain import book_clip
+from duet_lib.models.pretrain import chapter_backbone
 from duet_lib.paths import data_dir, shared_chairv2
 from duet_lib.plotting import use_book_style
 from duet_lib.repro import env_report, resolve_device, seed_everything
 from duet_lib.results import resolve_output_dir, save_figure, save_metrics
-from duet_lib.train import TrainConfig, plot_history, train_duet
+from duet_lib.train import TrainConfig, plot_history, run_dir, train_duet
 
 use_book_style()
 display(Markdown(chapter_card("09_training")))
@@ -128,10 +127,7 @@ else:
     data = load_dataset("coordinate", root, seed=seed)
 print({split: c for split, c in data.counts().items()})
 
-if pretrained is None:
-    bundle = book_clip(profile if profile in ("smoke", "teach") else "teach")
-else:
-    bundle = load_clip(model_name, pretrained)
+bundle = chapter_backbone(profile, model_name, pretrained, device)
 print(
     f"backbone {bundle.model_name} at {bundle.image_size} px from {bundle.pretrained}"
 )
@@ -163,7 +159,9 @@ print(json.dumps(cfg.to_dict(), indent=1)[:600], "…")
 
 # %%
 t0 = time.perf_counter()
-result = train_duet(cfg, bundle, data, out_dir / "run", quiet=quiet)
+result = train_duet(
+    cfg, bundle, data, run_dir(out_dir, "run", cfg, bundle, data), quiet=quiet
+)
 train_s = time.perf_counter() - t0
 print(
     f"{'trained' if result.trained_now else 'loaded'}: {result.step} steps in "

@@ -95,6 +95,7 @@ __all__ = [
     "evaluate_duet",
     "load_trained_duet",
     "plot_history",
+    "run_dir",
     "train_duet",
 ]
 
@@ -501,6 +502,19 @@ def _run_identity(
             for split in ("train", "val")
         },
     }
+
+
+def run_dir(
+    parent: str | os.PathLike,
+    name: str,
+    cfg: TrainConfig,
+    bundle: ClipBundle,
+    dataset: SketchPhotoSet,
+) -> Path:
+    """``<parent>/<name>-<hash>``: a run folder named by everything that identifies a
+    run (configuration, backbone weights, dataset), so a changed backbone or config
+    gets its own folder instead of colliding with an old run (chapters 05-09)."""
+    return Path(parent) / f"{name}-{config_hash(_run_identity(cfg, bundle, dataset))}"
 
 
 # -------------------------------------------------------------------------- losses

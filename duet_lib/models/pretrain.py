@@ -388,3 +388,29 @@ def book_clip(
     """
     cfg = PretrainConfig.for_profile(profile, **overrides)
     return pretrain_clip(cfg, quiet=quiet).bundle
+
+
+def chapter_backbone(
+    profile: str,
+    model_name: str = "duet-tiny-conv-96",
+    pretrained: str | None = None,
+    device: str | torch.device = "cpu",
+) -> ClipBundle:
+    """A freshly loaded backbone for a chapter's parameters (chapters 03-09).
+
+    ``pretrained=None`` gives the book's tiny CLIP of the profile (the ``teach``
+    preset for every profile but ``smoke``), from the cache or pretrained now; any
+    other value is an open_clip tag or weights file for :func:`load_clip`. Each call
+    loads anew: a :class:`~duet_lib.models.duet.DuetModel` freezes its bundle in
+    place, so every model needs its own.
+    """
+    from duet_lib.repro import resolve_device
+
+    target = resolve_device(device) if isinstance(device, str) else device
+    if pretrained is None:
+        bundle = book_clip(
+            "smoke" if profile == "smoke" else "teach", model_name=model_name
+        )
+        bundle.model.to(target)
+        return bundle
+    return load_clip(model_name, pretrained, device=target)
