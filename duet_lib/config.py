@@ -122,6 +122,26 @@ def _loss_weights(v: Any) -> str | None:
     return None
 
 
+def _seeds(v: Any) -> str | None:
+    if not isinstance(v, list | tuple) or not v:
+        return f"expected a non-empty list of seeds such as [0, 1], got {v!r}"
+    for x in v:
+        if isinstance(x, bool) or not isinstance(x, int) or not 0 <= x < 2**31:
+            return f"seeds must be integers in [0, 2**31), got {x!r}"
+    if len(set(v)) != len(v):
+        return f"seeds must be distinct, got {v!r}"
+    return None
+
+
+def _loss_list(v: Any) -> str | None:
+    if not isinstance(v, list | tuple):
+        return f"expected a list of loss names such as ['comp', 'reg'], got {v!r}"
+    unknown = [x for x in v if x not in _LOSS_NAMES]
+    if unknown:
+        return f"unknown loss name(s) {unknown}; valid: {', '.join(_LOSS_NAMES)}"
+    return None
+
+
 # One spec per parameter name used anywhere in the book; names are stable across
 # chapters (see STYLE.md).
 PARAMS: dict[str, ParamSpec] = {
@@ -179,6 +199,27 @@ PARAMS: dict[str, ParamSpec] = {
         _int(1, none_ok=True),
     ),
     "n_show": ParamSpec("how many examples a figure shows", _int(1, 64)),
+    "seeds": ParamSpec("training seeds of a benchmark (mean and spread)", _seeds),
+    "ablations": ParamSpec(
+        "losses removed one at a time in the ablation rows: a list among trip, "
+        "comp, reg, tt, rt, rec",
+        _loss_list,
+    ),
+    "ablation_steps": ParamSpec(
+        "training steps of each ablation run (None = max_steps)",
+        _int(1, none_ok=True),
+    ),
+    "baseline_steps": ParamSpec("training steps of each baseline", _int(1)),
+    "fusion_weight": ParamSpec(
+        "weight of the text in late fusion (sketch + w text)", _float(0, 100)
+    ),
+    "text": ParamSpec(
+        "words added to every sketch query; None = the dataset's own phrases",
+        _str(none_ok=True),
+    ),
+    "split": ParamSpec(
+        "split to report", _choice("train", "val", "test"), ("train", "val", "test")
+    ),
     "quiet": ParamSpec("silence progress bars", _bool),
 }
 

@@ -471,7 +471,7 @@ def load_trained_duet(bundle: ClipBundle, checkpoint: str | os.PathLike) -> Duet
     return model.eval()
 
 
-def _bundle_fingerprint(bundle: ClipBundle) -> str:
+def bundle_fingerprint(bundle: ClipBundle) -> str:
     """Hash of weights the duet never trains (tells two random inits apart)."""
     clip = bundle.model
     values = {
@@ -494,7 +494,7 @@ def _run_identity(
         "config": conf,
         "model_name": bundle.model_name,
         "pretrained": None if bundle.pretrained is None else str(bundle.pretrained),
-        "bundle": _bundle_fingerprint(bundle),
+        "bundle": bundle_fingerprint(bundle),
         "dataset": dataset.name,
         # train and val only: training never reads the test split
         "counts": {
@@ -1235,6 +1235,10 @@ def train_duet(
                 "config": cfg.to_dict(),
                 "config_hash": run_hash,
                 "model_name": bundle.model_name,
+                # the backbone it needs, so a copied checkpoint is self-describing
+                "pretrained": identity["pretrained"],
+                "bundle": identity["bundle"],
+                "dataset": identity["dataset"],
                 "step": current,
                 # data position (informative: it follows from the step)
                 "epoch": current // per_epoch,

@@ -58,7 +58,14 @@ class PretrainConfig:
         warmup_steps: warm-up length.
         weight_decay: AdamW weight decay (not applied to gains, biases, embeddings).
         image_image_weight: w_ii, weight of the image–image term.
+        image_image_dims: the image–image term sees only the first this many
+            dimensions of the joint embedding (0: all of them). A shape subspace
+            lets the remaining dimensions keep appearance for the captions.
+        image_image_tau: temperature of the image–image InfoNCE.
         line_drawing_fraction: share of batch slots showing a line drawing.
+        shape_neighbours: batches are built from groups of this many geometries
+            that lie close in shape-parameter space (1: uniform batches). Near
+            shapes are the hard negatives of the image–image term.
         checkpoint_every: steps between resumable checkpoints.
     """
 
@@ -73,19 +80,32 @@ class PretrainConfig:
     warmup_steps: int = 60
     weight_decay: float = 0.1
     image_image_weight: float = 0.3
+    image_image_dims: int = 0
+    image_image_tau: float = 0.1
     line_drawing_fraction: float = 0.2
+    shape_neighbours: int = 1
     checkpoint_every: int = 100
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
         problems = []
-        for name in ("corpus_size", "steps", "batch_size", "checkpoint_every"):
+        for name in (
+            "corpus_size",
+            "steps",
+            "batch_size",
+            "checkpoint_every",
+            "shape_neighbours",
+        ):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1")
         if not 0 <= self.line_drawing_fraction <= 1:
             problems.append("line_drawing_fraction must lie in [0, 1]")
         if self.image_image_weight < 0:
             problems.append("image_image_weight must be >= 0")
+        if self.image_image_dims < 0:
+            problems.append("image_image_dims must be >= 0 (0: all dimensions)")
+        if not 0 < self.image_image_tau <= 1:
+            problems.append("image_image_tau must lie in (0, 1]")
         if not 0 < self.lr < 1:
             problems.append("lr must lie in (0, 1)")
         if self.batch_size > self.corpus_size:
@@ -206,10 +226,59 @@ def _make_optimizer(model: nn.Module, cfg: PretrainConfig) -> torch.optim.Optimi
         return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
 
 
-def batch_plan(cfg: PretrainConfig, step: int, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices and line-drawing mask of one step; a function of (seed, step) only."""
+def neighbour_table(attributes: list[dict[str, Any]], m: int) -> np.ndarray:
+    """(N, m) indices of each corpus item's m nearest shapes of its category.
+
+    Distances are L2 over the shape parameters (continuous values and one-hot
+    outline choices, as :func:`~duet_lib.data.world_geometry.shape_distance`).
+    """
+    from duet_lib.data.world import shape_from_attributes
+
+    n = len(attributes)
+    table = np.zeros((n, m), dtype=np.int64)
+    cats = np.array([a["category"] for a in attributes])
+    for cat in sorted(set(cats.tolist())):
+        idx = np.flatnonzero(cats == cat)
+        vec = np.stack(
+            [shape_from_attributes(attributes[i]).vector(False) for i in idx]
+        )
+        sq = (vec**2).sum(1)
+        dist = sq[:, None] + sq[None, :] - 2 * vec @ vec.T
+        np.fill_diagonal(dist, np.inf)
+        k = min(m, len(idx) - 1)
+        near = np.argsort(dist, axis=1, kind="stable")[:, :k]
+        table[idx, :k] = idx[near]
+        if k < m:  # tiny categories: repeat the nearest
+            table[idx, k:] = idx[near[:, :1]] if k else idx[:, None]
+    return table
+
+
+def batch_plan(
+    cfg: PretrainConfig, step: int, n: int, neighbours: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and line-drawing mask of one step; a function of (seed, step) only.
+
+    With ``cfg.shape_neighbours = k > 1`` the batch is ``B / k`` random anchors,
+    each followed by ``k - 1`` shapes drawn from its nearest neighbours
+    (``neighbours``, from :func:`neighbour_table`); repeats are replaced by random
+    items so no geometry appears twice.
+    """
     rng = np.random.default_rng([cfg.seed, step, 7])
-    idx = rng.choice(n, size=cfg.batch_size, replace=False)
+    k = cfg.shape_neighbours
+    if k <= 1 or neighbours is None:
+        idx = rng.choice(n, size=cfg.batch_size, replace=False)
+    else:
+        anchors = rng.choice(n, size=max(1, cfg.batch_size // k), replace=False)
+        picks = [
+            np.concatenate([[a], rng.choice(neighbours[a], size=k - 1, replace=False)])
+            for a in anchors
+        ]
+        idx = np.array(list(dict.fromkeys(np.concatenate(picks).tolist())))
+        idx = idx[: cfg.batch_size]
+        if len(idx) < cfg.batch_size:
+            rest = np.setdiff1d(np.arange(n), idx)
+            extra = rng.choice(rest, size=cfg.batch_size - len(idx), replace=False)
+            idx = np.concatenate([idx, extra])
     drawing = rng.random(cfg.batch_size) < cfg.line_drawing_fraction
     return idx, drawing
 
@@ -255,13 +324,16 @@ def train_step(
     """
     model = bundle.model
     both = torch.cat([images_a, images_b])
-    img = F.normalize(model.encode_image(both), dim=-1)  # (2B, E)
+    raw = model.encode_image(both)  # (2B, E)
+    img = F.normalize(raw, dim=-1)
     ids = torch.cat([ids_a, ids_b])
     txt = encode_token_ids(model, ids, normalize=True)  # (2B, E)
     scale = model.logit_scale.exp().clamp(max=100)
     loss_clip = clip_loss(img, txt, scale, soft_caption_targets(ids))
     half = len(images_a)
-    loss_ii = image_image_loss(img[:half], img[half:])
+    dims = cfg.image_image_dims or raw.shape[1]
+    shape = F.normalize(raw[:, :dims], dim=-1) if dims < raw.shape[1] else img
+    loss_ii = image_image_loss(shape[:half], shape[half:], tau=cfg.image_image_tau)
     loss = loss_clip + cfg.image_image_weight * loss_ii
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -326,12 +398,17 @@ def pretrain_clip(
     ids_a = bundle.tokenize(corpus.caption_a).cpu()
     ids_b = bundle.tokenize(corpus.caption_b).cpu()
     ids_d = bundle.tokenize(corpus.caption_drawing).cpu()
+    neighbours = None
+    if cfg.shape_neighbours > 1:
+        neighbours = neighbour_table(
+            list(corpus.attributes), max(2 * cfg.shape_neighbours, 8)
+        )
 
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
     t0, pairs = time.perf_counter(), 0
     bar = tqdm(range(start, end), desc="pretraining", unit="step", disable=quiet)
     for step in bar:
-        idx, use_drawing = batch_plan(cfg, step, len(corpus))
+        idx, use_drawing = batch_plan(cfg, step, len(corpus), neighbours)
         first = np.where(
             use_drawing[:, None, None, None], corpus.drawing[idx], corpus.view_a[idx]
         )

@@ -79,3 +79,50 @@ def test_identical_captions_share_targets():
     t = soft_caption_targets(ids)
     torch.testing.assert_close(t[0], torch.tensor([0.5, 0.5, 0.0]))
     torch.testing.assert_close(t[2], torch.tensor([0.0, 0.0, 1.0]))
+
+
+def _attrs(category, values):
+    """World attribute dicts of shapes that differ in one continuous parameter."""
+    import numpy as np
+
+    from duet_lib.data.world_geometry import sample_shapes
+
+    (shape,) = sample_shapes(category, 1, np.random.default_rng(0))
+    cont = [k for k, x in shape.params.items() if isinstance(x, float)]
+    base = {**shape.params, **{k: 0.5 for k in cont}}
+    return [
+        {"category": category, "params": {**base, cont[0]: v}, "shape_id": ""}
+        for v in values
+    ]
+
+
+def test_neighbour_table_finds_the_nearest_shapes_of_the_same_category():
+    from duet_lib.models.pretrain import neighbour_table
+
+    values = [0.0, 0.1, 0.5, 0.55, 1.0]
+    attrs = _attrs("chair", values) + _attrs("shoe", [0.0, 0.9, 0.95])
+    table = neighbour_table(attrs, 2)
+    assert table.shape == (8, 2)
+    assert table[0].tolist() == [1, 2]  # 0.0 -> 0.1, then 0.5
+    assert table[3, 0] == 2  # 0.55 -> 0.5
+    assert set(table[5:].ravel().tolist()) <= {5, 6, 7}  # never crosses categories
+    assert table[6, 0] == 7
+
+
+def test_neighbour_batches_have_no_repeats_and_depend_on_seed_and_step_only():
+    import numpy as np
+
+    from duet_lib.models.pretrain import batch_plan
+
+    rng = np.random.default_rng(1)
+    n = 60
+    table = np.stack([rng.choice(n, 8, replace=False) for _ in range(n)])
+    cfg = _cfg(batch_size=16, corpus_size=n, shape_neighbours=4)
+    idx, drawing = batch_plan(cfg, 3, n, table)
+    assert len(idx) == 16 == len(set(idx.tolist())) and drawing.shape == (16,)
+    anchor = idx[0]
+    assert set(idx[1:4].tolist()) <= set(table[anchor].tolist())
+    again, _ = batch_plan(cfg, 3, n, table)
+    np.testing.assert_array_equal(idx, again)
+    other, _ = batch_plan(cfg, 4, n, table)
+    assert not np.array_equal(idx, other)
