@@ -1,0 +1,758 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: tags,-all
+#     formats: ipynb,py:percent
+#     notebook_metadata_filter: -jupytext.text_representation.jupytext_version
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 11. Real sketches: QMUL-Chair-V2
+#
+# Everything so far ran on a procedural world; this pipeline chapter takes the same
+# backbone, the same baseline and the same duet to 1,275 real free-hand chair sketches
+# and reports fine-grained sketch-based image retrieval (FG-SBIR) on the real test
+# split, next to chance and a published reference. It then looks at the queries that
+# fail worst and measures what holds a tiny CLIP with no web-pretrained weights back on
+# real data. Its defaults run on a CPU in a few minutes; the `paper` profile runs the
+# same cells on ShoeV2 with ViT-B-32 and OpenAI weights on a GPU.
+
+# %%
+import dataclasses
+import time
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+import torch.nn.functional as F
+from IPython.display import Markdown, display
+
+from duet_lib.baselines import (
+    BaselineConfig,
+    evaluate_bclip,
+    retrieval_task,
+    train_bclip,
+)
+from duet_lib.book import chapter_card
+from duet_lib.checkpoint import config_hash
+from duet_lib.config import validate_params
+from duet_lib.data.loaders import DatasetNotFoundError, load_dataset
+from duet_lib.data.records import SPLITS
+from duet_lib.data.strokes import split_strokes
+from duet_lib.failures import cumulative_match, failure_gallery, worst_queries
+from duet_lib.losses import LOSS_NAMES, LossWeights
+from duet_lib.metrics import chance_acc_at_k, ranks_pessimistic, retrieval_report
+from duet_lib.models.pretrain import chapter_backbone
+from duet_lib.paths import data_dir, shared_chairv2
+from duet_lib.plotting import use_book_style
+from duet_lib.probes import photo_arrays, sketch_arrays
+from duet_lib.repro import env_report, resolve_device, seed_everything
+from duet_lib.results import resolve_output_dir, save_figure, save_metrics
+from duet_lib.train import (
+    TrainConfig,
+    bundle_fingerprint,
+    evaluate_duet,
+    load_trained_duet,
+    plot_history,
+    run_dir,
+    train_duet,
+)
+
+use_book_style()
+display(Markdown(chapter_card("11_real_sketches")))
+
+# %% tags=["parameters"]
+profile = "teach"  # run profile: smoke, teach (default) or paper
+seed = 0  # random seed of initialisation, data order, augmentation and the val split
+device = "auto"  # auto, cpu, cuda or mps
+dataset = "chairv2"  # real FG-SBIR data: chairv2 (default) or shoev2 (paper profile)
+data_root = None  # dataset folder; None looks beside the book, then in DUET_DATA_DIR
+model_name = "duet-tiny-conv-96"  # backbone; the paper profile uses ViT-B-32
+pretrained = None  # None -> the book tiny CLIP of chapter 2; or a tag or weights file
+subset_size = None  # keep at most this many photos per split with their sketches
+max_steps = 100  # duet training steps
+baseline_steps = 100  # B-CLIP training steps
+batch_size = 32  # sketches per step
+lr_visual = 1e-3  # learning rate of the LayerNorms of V, for the duet and B-CLIP
+lr_modules = 1e-3  # learning rate of C_v2w, P^L and G
+loss_weights = {"trip": 1, "comp": 1, "reg": 1, "tt": 1, "rt": 1, "rec": 1}  # lambdas
+eval_every = 20  # validation every N steps; the best validation state is kept
+text = None  # generic words after the sketch word; None -> a chair or a shoe
+split = "test"  # split of the results table and the failure gallery
+n_show = 6  # rows of the example and failure figures
+quiet = False  # silence progress bars
+output_dir = None  # None -> build/outputs/<chapter>/<profile>
+
+# %%
+validate_params(
+    profile=profile,
+    seed=seed,
+    device=device,
+    dataset=dataset,
+    data_root=data_root,
+    model_name=model_name,
+    pretrained=pretrained,
+    subset_size=subset_size,
+    max_steps=max_steps,
+    baseline_steps=baseline_steps,
+    batch_size=batch_size,
+    lr_visual=lr_visual,
+    lr_modules=lr_modules,
+    loss_weights=loss_weights,
+    eval_every=eval_every,
+    text=text,
+    split=split,
+    n_show=n_show,
+    quiet=quiet,
+    output_dir=output_dir,
+)
+if dataset not in ("chairv2", "shoev2"):
+    raise ValueError(
+        f"chapter 11 is about real sketches: dataset must be 'chairv2' or 'shoev2', "
+        f"got {dataset!r} (chapter 09 trains on the procedural world)"
+    )
+rng = seed_everything(seed)
+torch_device = resolve_device(device)
+out_dir = resolve_output_dir(output_dir, "11_real_sketches", profile)
+env = env_report(seed=seed, device=device, profile=profile)
+query_text = text or {"chairv2": "a chair", "shoev2": "a shoe"}[dataset]
+# The smoke profile sets max_steps only; B-CLIP then takes as few steps as the duet.
+bclip_steps = min(baseline_steps, max_steps) if profile == "smoke" else baseline_steps
+t_chapter = time.perf_counter()
+
+
+def fresh_bundle():
+    """A newly loaded backbone (a DuetModel freezes its bundle in place)."""
+    return chapter_backbone(profile, model_name, pretrained, device)
+
+
+# %% [markdown]
+# ## The data
+#
+# QMUL-Chair-V2 (Yu et al., 2016; the V2 release by SketchX) pairs 400 product photos
+# of chairs with 1,275 sketches drawn from memory by people who saw the photo briefly.
+# We read the "Coordinate" layout the SketchX code uses: one pickle of stroke arrays
+# keyed `/train/<photo>_<n>` or `/test/<photo>_<n>`, and `photo/<photo>.png`. The data
+# has no stated licence and is for research only, so the book never ships it: you
+# place it yourself, and the chapter stops at once with one message if it is missing.
+# The published split is by photo (300 train, 100 test); we carve a **validation**
+# split of 10 % of the training photos out of train, with a fixed seed, and choose
+# every kept state on it.
+
+# %%
+if dataset == "chairv2":
+    root = data_root or shared_chairv2()
+    where = (
+        f"{data_dir('chairv2')} (or ../shared/data/qmul-chairv2 beside the book, or "
+        "the folder named by DUET_CHAIRV2_ROOT)"
+    )
+else:
+    root = data_root or data_dir("shoev2")
+    where = str(data_dir("shoev2"))
+if root is None or not any(Path(root).glob("*_Coordinate")):
+    raise DatasetNotFoundError(
+        f"{dataset} not found{f' in {root}' if root else ''}: put its "
+        "'<Name>_Coordinate' pickle and its photo/ "
+        f"folder in {where}, or pass data_root=<folder>; data_manifests/{dataset}.yaml "
+        "says where the data comes from"
+    )
+data = load_dataset("coordinate", root, seed=seed, quiet=True)
+if subset_size is not None:
+    # the first photos of each split (in key order) with all their sketches
+    keep = {p for s in SPLITS for p in data.photo_ids(s)[:subset_size]}
+    data = dataclasses.replace(
+        data,
+        sketches=[r for r in data.sketches if r.photo_id in keep],
+        photos={p: path for p, path in data.photos.items() if p in keep},
+        photo_split={p: s for p, s in data.photo_split.items() if p in keep},
+    )
+# The trainers get the data WITHOUT its test split, so no choice they make can read it.
+train_view = dataclasses.replace(
+    data,
+    sketches=[r for r in data.sketches if r.split != "test"],
+    photo_split={p: s for p, s in data.photo_split.items() if s != "test"},
+)
+assert not train_view.sketches_in("test") and train_view.sketches_in("val")
+
+rows = ["| split | sketches | photos | sketches per photo | strokes (median) |"]
+rows.append("|---|---:|---:|---:|---:|")
+for s in SPLITS:
+    recs, photos_s = data.sketches_in(s), data.photo_ids(s)
+    strokes = [len(split_strokes(r.strokes)) for r in recs]
+    rows.append(
+        f"| {s} | {len(recs)} | {len(photos_s)} | {len(recs) / len(photos_s):.2f} | "
+        f"{np.median(strokes):.0f} |"
+    )
+display(Markdown("\n".join(rows)))
+print(f"{len(data.skipped)} items skipped by the loader; root {root}")
+
+# %% [markdown]
+# A few pairs of the report split: each sketch (top) and the photo it was drawn from
+# (bottom).
+
+# %%
+pairs = data.sketches_in(split)[:: max(1, len(data.sketches_in(split)) // n_show)]
+pairs = pairs[:n_show]
+sk_img = sketch_arrays(pairs, 128)
+ph_img = photo_arrays(data, [r.photo_id for r in pairs], 128)
+fig, axes = plt.subplots(2, len(pairs), figsize=(1.8 * len(pairs), 3.8), squeeze=False)
+for i, rec in enumerate(pairs):
+    axes[0, i].imshow(sk_img[i])
+    axes[1, i].imshow(ph_img[i])
+    axes[0, i].set_title(rec.photo_id, fontsize=7)
+for ax in axes.ravel():
+    ax.set_axis_off()
+fig.suptitle(f"{dataset}: {split} sketches and their photos")
+save_figure(fig, out_dir, "examples")
+plt.show()
+
+# %% [markdown]
+# The sketches keep the chair's outline and a few parts (the back's shape, the legs,
+# the armrests) in a few strokes, with distorted proportions and, at most, some
+# hatching for texture; the
+# photos are clean studio shots on white. Nothing here looks like the rendered world
+# the backbone was pretrained on.
+#
+# ## The idea: the FG-SBIR protocol
+#
+# Each query sketch $q_i$ is ranked against the gallery, the unique photos paired with
+# the split's sketches ($N = 100$ on the ChairV2 test split). With L2-normalised
+# embeddings, the pessimistic rank of the true photo $g(i)$ is (Prior: the SketchX
+# protocol, with ties counted against the query as in chapter 10)
+#
+# $$r_i = \#\{\,j : \cos(q_i, x_j) \ge \cos(q_i, x_{g(i)})\,\},\qquad
+#   \mathrm{Acc@}K = \frac{1}{Q}\sum_{i=1}^{Q} [\,r_i \le K\,],\qquad
+#   \text{chance} = \frac{K}{N}.$$
+#
+# We compare five queries (and two diagnostic rows) on the same gallery: the
+# **zero-shot** image encoder $V(\text{sketch})$ of the embedded backbone, never
+# trained on a human sketch (only on the world's clean line drawings); **B-CLIP**, the
+# same encoder with its LayerNorms tuned by a triplet loss (after Sain et al., 2023);
+# the duet's sketch-only query $s_L^T = T_t([P^L; s^w])$; the duet with
+# **generic text**, $T_t([P^L; s^w; t^w])$ with $t$ = "a chair" (our choice of words:
+# ChairV2 has no per-photo text, so the only honest text is one that says nothing
+# about the instance; alternatives are a neutral phrase such as "drawn by hand", or
+# hand-written descriptions of a few test photos); and the late fusion of $s_L^T$ with
+# that text. As a **reference**, not reproduced here, we quote Triplet-SN (Yu et al.,
+# 2016), a Sketch-a-Net triplet network that started from ImageNet pretraining: about
+# 45 % Acc@1 and 84 % Acc@10 on ChairV2 as reported by the SketchX group. Our backbone
+# has seen no web image at all.
+
+# %% [markdown]
+# ## Build it: zero-shot FG-SBIR from scratch
+#
+# We embed the split's sketches and gallery photos with the untouched backbone, take
+# cosine similarities and count, for each sketch, the photos that score at least as
+# high as its own.
+
+# %%
+bundle0 = fresh_bundle()  # zero-shot; train_bclip below tunes a copy of it
+task = retrieval_task(
+    data,
+    split,
+    image_size=bundle0.image_size,
+    mean=bundle0.image_mean,
+    std=bundle0.image_std,
+)
+n_query, n_gallery = len(task.records), len(task.gallery)
+
+
+def chunks(n, size=128):
+    """Index lists of consecutive chunks (the evaluators' batch size)."""
+    return [list(range(i, min(i + size, n))) for i in range(0, n, size)]
+
+
+@torch.no_grad()
+def embed_split(encode):
+    """Unit embeddings of the split's sketches (Q, E) and gallery photos (N, E)."""
+    sketches = [
+        encode(task.data.sketch_tensor(idx).to(torch_device)) for idx in chunks(n_query)
+    ]
+    photos = [
+        encode(task.data.photo_tensor([task.gallery[i] for i in idx]).to(torch_device))
+        for idx in chunks(n_gallery)
+    ]
+    return (
+        F.normalize(torch.cat(sketches).float(), dim=-1).cpu(),
+        F.normalize(torch.cat(photos).float(), dim=-1).cpu(),
+    )
+
+
+bundle0.model.eval()
+sketch_emb0, photo_emb0 = embed_split(bundle0.model.encode_image)
+sim0 = sketch_emb0 @ photo_emb0.T  # (Q, N) cosine similarities
+true0 = sim0[torch.arange(n_query), task.target]  # (Q,) score of the true photo
+rank0 = (sim0 >= true0[:, None]).sum(dim=1)  # ties count against the query
+acc0 = {k: float((rank0 <= k).double().mean()) for k in (1, 5, 10)}
+print(f"{n_query} queries, gallery of {n_gallery}; zero-shot Acc@K {acc0}")
+assert sim0.shape == (n_query, n_gallery)
+assert int(rank0.min()) >= 1 and int(rank0.max()) <= n_gallery
+
+# %% [markdown]
+# ## Check against `duet_lib`
+#
+# The library's B-CLIP evaluator, given the untuned backbone, is exactly this zero-shot
+# query; its pessimistic ranks and Acc@K must agree with ours, and
+# `duet_lib.failures.worst_queries` must find the same worst ranks as sorting ours.
+
+# %%
+zero_shot = evaluate_bclip(bundle0, data, split)
+torch.testing.assert_close(rank0, ranks_pessimistic(sim0, task.target))
+torch.testing.assert_close(
+    torch.tensor([acc0[k] for k in (1, 5, 10)], dtype=torch.float64),
+    torch.tensor(
+        [zero_shot[f"bclip_fg_acc@{k}"] for k in (1, 5, 10)], dtype=torch.float64
+    ),
+)
+worst0 = worst_queries(sim0, task.target, k=n_show)
+torch.testing.assert_close(
+    torch.tensor([f.rank for f in worst0]),
+    rank0.sort(descending=True).values[: len(worst0)],
+)
+print("zero-shot numbers agree with duet_lib")
+
+# %% [markdown]
+# ## Experiment 1: B-CLIP
+#
+# B-CLIP tunes only the LayerNorms of $V$ with a cosine triplet loss (margin 0.2), on
+# augmented training sketches, with a random other photo as the negative (ChairV2 has
+# no attributes for harder negatives). The state with the best validation Acc@1,
+# checked every `eval_every` steps (and before training), is kept.
+
+# %%
+bclip_cfg = BaselineConfig(
+    seed=seed,
+    device=str(torch_device),
+    quiet=quiet,
+    steps=bclip_steps,
+    batch_size=batch_size,
+    eval_every=min(eval_every, bclip_steps),
+    lr=lr_visual,
+    negatives=("random",),
+)
+bclip_name = config_hash(
+    {
+        "bclip": bclip_cfg.identity("bclip"),
+        "backbone": bundle_fingerprint(bundle0),
+        "data": train_view.counts(),
+    }
+)
+t0 = time.perf_counter()
+bclip = train_bclip(bundle0, train_view, bclip_cfg, out_dir / f"bclip-{bclip_name}")
+bclip_s = time.perf_counter() - t0
+bclip_test = evaluate_bclip(bclip.bundle, data, split)
+print(
+    f"B-CLIP {'trained' if bclip.trained_now else 'loaded'} in {bclip_s:.1f} s; kept "
+    f"step {bclip.best_step} (val {bclip.select_metric} = {bclip.best_value:.3f}); "
+    f"{split} Acc@1 {bclip_test['bclip_fg_acc@1']:.3f}"
+)
+
+# %% [markdown]
+# ## Experiment 2: the duet on ChairV2
+#
+# The duet trains as in chapter 9: one stage, the six losses with the weights of
+# `loss_weights`, LayerNorms of $V$ plus $C_{v2w}$, $P^L$ and $G$. Two choices differ
+# for real data (ours): the negatives of $\mathcal{L}_{trip}$, $\mathcal{L}_{RT}$ and
+# $\mathcal{L}_{comp}$ are random other photos, because the world's hard kinds ("same
+# shape", "same appearance") need attributes ChairV2 lacks; and the kept state is the
+# one with the best validation Acc@1 of the sketch-only query. The text side is never
+# shown a word about chairs in training: the stand-in text is $\Delta = p^+ - s$.
+
+# %%
+cfg = TrainConfig(
+    seed=seed,
+    device=str(torch_device),
+    max_steps=max_steps,
+    batch_size=batch_size,
+    eval_every=min(eval_every, max_steps),
+    lr_visual=lr_visual,
+    lr_modules=lr_modules,
+    weights=LossWeights.from_dict(
+        {name: float(loss_weights.get(name, 0.0)) for name in LOSS_NAMES}
+    ),
+    trip_negatives=("random",),
+    comp_negatives=("random",),
+)
+duet_bundle = fresh_bundle()
+t0 = time.perf_counter()
+result = train_duet(
+    cfg,
+    duet_bundle,
+    train_view,
+    run_dir(out_dir, "duet", cfg, duet_bundle, train_view),
+    quiet=quiet,
+)
+duet_s = time.perf_counter() - t0
+model = load_trained_duet(fresh_bundle(), result.best_checkpoint)
+print(
+    f"duet {'trained' if result.trained_now else 'loaded'}: {result.step} steps in "
+    f"{duet_s:.1f} s; kept step {result.best_step} (val {result.select_metric} = "
+    f"{result.best_value:.3f})"
+)
+
+# %%
+fig = plot_history(result.history, smooth=max(1, min(10, result.step // 10)))
+save_figure(fig, out_dir, "duet_training")
+fig
+
+# %% [markdown]
+# Left: the six unweighted loss terms and their total per step; right: validation
+# Acc@1 of the sketch-only query at each evaluation, which picks the kept state. On
+# about 850 training sketches the validation curve is noisy: with about 100 validation
+# sketches, one query is worth about one percentage point.
+#
+# ## Results
+#
+# We evaluate the kept duet on the report split with `duet_lib.train.evaluate_duet`,
+# giving every sketch the same generic text, and recompute the similarity matrices of
+# the duet and of B-CLIP ourselves for the curves and the failure gallery; the
+# numbers must agree.
+
+# %%
+texts = [query_text] * n_query
+duet_eval = evaluate_duet(model, data, split, texts=texts)
+
+
+@torch.no_grad()
+def duet_similarities(model, with_text):
+    """(Q, N) similarities of s_L^T (or of [P^L; s^w; t^w]) to the gallery photos."""
+    model.eval()
+    photo = torch.cat(
+        [
+            model.encode_photo(
+                task.data.photo_tensor([task.gallery[i] for i in idx]).to(torch_device)
+            )
+            for idx in chunks(n_gallery)
+        ]
+    )
+    sketch = torch.cat(
+        [
+            model.encode_sketch(task.data.sketch_tensor(idx).to(torch_device))
+            for idx in chunks(n_query)
+        ]
+    )
+    words = torch.cat([model.sketch_word(sketch[idx]) for idx in chunks(n_query)])
+    parts = []
+    for idx in chunks(n_query):
+        spec = (
+            model.spec_text(words[idx], [texts[i] for i in idx])
+            if with_text
+            else model.spec_sketch(words[idx])
+        )
+        parts.append(model.encode_queries({"q": spec})["q"])
+    query = F.normalize(torch.cat(parts).float(), dim=-1)
+    return (query @ F.normalize(photo.float(), dim=-1).T).cpu()
+
+
+sim_duet = duet_similarities(model, with_text=False)
+sim_text = duet_similarities(model, with_text=True)
+bclip.bundle.model.eval()
+sketch_emb_b, photo_emb_b = embed_split(bclip.bundle.model.encode_image)
+sim_bclip = sketch_emb_b @ photo_emb_b.T
+for sim, reference_metrics, key in (
+    (sim_duet, duet_eval, "fgsbir"),
+    (sim_text, duet_eval, "duet"),
+    (sim_bclip, bclip_test, "bclip_fg"),
+):
+    mine = retrieval_report(sim, task.target)
+    for k in (1, 5, 10):
+        torch.testing.assert_close(
+            mine[f"acc@{k}"], reference_metrics[f"{key}_acc@{k}"]
+        )
+print("our similarity matrices agree with evaluate_duet and evaluate_bclip")
+
+# %%
+reference = {"chairv2": (0.45, 0.84)}.get(dataset)  # Triplet-SN, reported, approx.
+methods = [
+    ("zero-shot V(sketch), embedded backbone", zero_shot, "bclip_fg"),
+    ("B-CLIP: V with tuned LayerNorms", bclip_test, "bclip_fg"),
+    ("duet: image side V'(sketch)", duet_eval, "visual"),
+    ("duet: sketch only, s_L^T", duet_eval, "fgsbir"),
+    (f"duet: sketch + '{query_text}'", duet_eval, "duet"),
+    (f"late fusion: s_L^T + '{query_text}'", duet_eval, "fusion"),
+    (f"text only: '{query_text}'", duet_eval, "text"),
+]
+table = [f"| {split} query (N = {n_gallery}) | Acc@1 | Acc@5 | Acc@10 | mean rank |"]
+table.append("|---|---:|---:|---:|---:|")
+table.append(
+    "| chance | "
+    + " | ".join(f"{100 * chance_acc_at_k(n_gallery, k):.1f}" for k in (1, 5, 10))
+    + f" | {(n_gallery + 1) / 2:.1f} |"
+)
+for label, m, prefix in methods:
+    cells = [f"{100 * m[f'{prefix}_acc@{k}']:.1f}" for k in (1, 5, 10)]
+    table.append(f"| {label} | {' | '.join(cells)} | {m[f'{prefix}_mean_rank']:.1f} |")
+if reference:
+    table.append(
+        f"| *reference:* Triplet-SN, ImageNet-pretrained (Yu et al., 2016) | "
+        f"*≈{100 * reference[0]:.0f}* | – | *≈{100 * reference[1]:.0f}* | – |"
+    )
+display(Markdown("\n".join(table)))
+
+# %% [markdown]
+# Acc@K in percent on the report split; the reference row is quoted, not run. The
+# text-only row shows what the generic words alone can do (one query for every
+# sketch, so it ranks every sketch's gallery the same way), and the image side
+# $V'(\text{sketch})$ is the duet's tuned encoder used as a B-CLIP-style query.
+#
+# The cumulative match curves show the whole ranking, not three cut-offs.
+
+# %%
+curves = {
+    "zero-shot V": sim0,
+    "B-CLIP": sim_bclip,
+    "duet s_L^T": sim_duet,
+    f"duet + {query_text}": sim_text,
+}
+fig, ax = plt.subplots(figsize=(6.5, 4.2))
+k_axis = np.arange(1, n_gallery + 1)
+ax.plot(k_axis, 100 * k_axis / n_gallery, "k--", linewidth=1, label="chance")
+ranks = {}
+for name, sim in curves.items():
+    ranks[name] = ranks_pessimistic(sim, task.target)
+    ax.plot(k_axis, 100 * cumulative_match(ranks[name], n_gallery), label=name)
+if reference:
+    ax.plot(
+        [1, 10],
+        [100 * reference[0], 100 * reference[1]],
+        "k*",
+        markersize=10,
+        label="Triplet-SN (reference)",
+    )
+ax.set_xscale("log")
+ax.set_xlabel("K (photos inspected, log scale)")
+ax.set_ylabel("Acc@K (% of queries)")
+ax.set_title(f"{dataset} {split}: cumulative match, gallery of {n_gallery}")
+ax.legend(loc="lower right")
+save_figure(fig, out_dir, "cumulative_match")
+plt.show()
+
+# %% [markdown]
+# Each curve gives the share of sketches whose photo is among the first K; the dashed
+# line is a random ranking. The zero-shot curve's lead over the dashed line is what
+# transfers from the world without any real sketch; the trained curves' lead over the
+# zero-shot curve, where there is one, is what training on about 850 real sketches
+# bought; the distance to the reference stars is what the missing pretraining costs.
+#
+# ## Failure gallery
+#
+# The sketches whose true photo the duet's sketch-only query ranks worst, with the
+# photos it put first.
+
+# %%
+fails = worst_queries(sim_duet, task.target, k=n_show, top=3)
+fig = failure_gallery(
+    fails,
+    sketch_arrays([task.records[f.query] for f in fails], 128),
+    photo_arrays(data, task.gallery, 128),
+    n_gallery=n_gallery,
+    title=f"worst {len(fails)} {split} queries of the duet (s_L^T)",
+)
+save_figure(fig, out_dir, "failure_gallery")
+fig
+
+# %% [markdown]
+# Each row is one sketch, its true photo (green frame) with the rank the duet gave it,
+# and the three photos ranked first. Several sketches of one photo often fail
+# together, so the failures are mostly about photos, not drawers. Two patterns stood
+# out in our runs: wide objects (sofas, benches) whose sketches fill the canvas
+# retrieve narrow stools and side tables, so the query has kept neither width nor
+# proportion; and dense hatching, which a drawer uses for a wire-mesh or woven chair,
+# retrieves solid, brightly coloured chairs, because the backbone has never learned
+# that many crossing strokes mean a see-through texture.
+#
+# ## What limits the embedded backbone on real sketches
+#
+# Three numbers per encoder help read the table. If the backbone saw all real photos
+# as alike, their embeddings would crowd together (a high mean cosine between
+# different photos; likewise for sketches). How far a sketch's own photo stands out
+# from the rest we measure as a z-score: the mean cosine of true sketch–photo pairs
+# minus that of all other pairs, in units of the other pairs' standard deviation
+# (0 means the true photo is no closer than any other; the unit makes encoders with
+# different cosine scales comparable).
+
+# %%
+true_pair = torch.zeros_like(sim0, dtype=torch.bool)  # (Q, N), True at (i, g(i))
+true_pair[torch.arange(n_query), task.target] = True
+
+
+def spread(emb):
+    """Mean cosine between different rows of unit embeddings (N, E)."""
+    g = emb @ emb.T
+    n = len(emb)
+    return float((g.sum() - g.diagonal().sum()) / (n * (n - 1)))
+
+
+def pair_z(sim):
+    """(mean true-pair cosine - mean other cosine) / std of the other cosines."""
+    true, other = sim[true_pair], sim[~true_pair]
+    return float((true.mean() - other.mean()) / other.std())
+
+
+diag = {
+    "zero-shot V": (spread(photo_emb0), spread(sketch_emb0), pair_z(sim0)),
+    "B-CLIP": (spread(photo_emb_b), spread(sketch_emb_b), pair_z(sim_bclip)),
+}
+rows = ["| encoder | photo–photo cos | sketch–sketch cos | true-pair z-score |"]
+rows.append("|---|---:|---:|---:|")
+for name, (pp, ss, z) in diag.items():
+    rows.append(f"| {name} | {pp:.3f} | {ss:.3f} | {z:+.2f} |")
+rows.append(f"| duet s_L^T against V'(photo) | – | – | {pair_z(sim_duet):+.2f} |")
+display(Markdown("\n".join(rows)))
+
+best_name = max(curves, key=lambda n: float((ranks[n] <= 1).double().mean()))
+best_acc1 = float((ranks[best_name] <= 1).double().mean())
+best_acc10 = float((ranks[best_name] <= 10).double().mean())
+ref_text = (
+    f"; the ImageNet-pretrained Triplet-SN reference is about {100 * reference[0]:.0f}"
+    f" % / {100 * reference[1]:.0f} %"
+    if reference
+    else ""
+)
+display(
+    Markdown(
+        f"On this run the best query, **{best_name}**, reaches Acc@1 "
+        f"{100 * best_acc1:.1f} % and Acc@10 {100 * best_acc10:.1f} % on the "
+        f"{split} split, against chance {100 / n_gallery:.1f} % / "
+        f"{100 * min(10, n_gallery) / n_gallery:.1f} %{ref_text}."
+    )
+)
+
+# %% [markdown]
+# Read with the table above, the limits are these (our assessment):
+#
+# - **Domain gap.** The tiny CLIP of chapter 2 was pretrained on a few thousand
+#   rendered world objects, their captions and clean line drawings. It has never seen
+#   a photographed chair, a real material or a human stroke. Its outline features
+#   transfer in part (zero-shot retrieval is above chance), but little of what tells
+#   one chair from a similar one survives: read the z-scores above.
+# - **Little to tune.** Following the paper, only the LayerNorms of $V$ adapt (a
+#   small fraction of its weights); they rescale features the backbone already has
+#   and cannot learn new ones. Sain et al. (2023) found that enough for web-pretrained
+#   CLIP; here we believe it is the main brake (exercise 2 lifts it). In our run
+#   B-CLIP's tuning pulled the photo embeddings closer together while it fitted the
+#   training pairs, and it gained more on validation than on test.
+# - **A text tower that knows the world's words.** The duet's queries come out of the
+#   text tower, which learned its language from the world's templated captions; a few
+#   minutes of training must route real-chair identity through it, and with so few
+#   steps its sketch-only query can trail the image-side query.
+# - **Resolution and data.** Sketches and photos enter at 96 px, where thin legs and
+#   back slats blur, and about 850 training sketches are few for learning features anew.
+# - **What the reference had.** Triplet-SN starts from a network pretrained on
+#   ImageNet and works at more than twice our resolution; the duet in the paper
+#   starts from CLIP trained on 400 million web image–text pairs. Neither
+#   number is a target our CPU budget can meet; the gap to chance is what we can
+#   honestly claim.
+#
+# The generic text adds little or nothing: "a chair" is true of every photo, so the
+# composed query can only re-weight what the sketch word already says.
+#
+# ## Checks
+#
+# Claims of this chapter: the metrics are well-formed rates on the full report
+# gallery; model selection read only the validation split; in the teach profile,
+# training on real sketches beats chance by a clear factor.
+
+# %%
+n_val_photos = len(data.photo_ids("val"))
+reports = {
+    "zero_shot": (zero_shot, "bclip_fg"),
+    "bclip": (bclip_test, "bclip_fg"),
+    "duet_visual": (duet_eval, "visual"),
+    "duet_sketch": (duet_eval, "fgsbir"),
+    "duet_text": (duet_eval, "duet"),
+    "fusion": (duet_eval, "fusion"),
+    "text_only": (duet_eval, "text"),
+}
+for name, (m, prefix) in reports.items():
+    for k in (1, 5, 10):
+        assert 0.0 <= m[f"{prefix}_acc@{k}"] <= 1.0, (name, k)
+    assert m[f"{prefix}_acc@1"] <= m[f"{prefix}_acc@5"] <= m[f"{prefix}_acc@10"]
+    assert m[f"{prefix}_n_gallery"] == len(data.photo_ids(split)) == n_gallery, name
+    assert m[f"{prefix}_n_queries"] == len(data.sketches_in(split)), name
+# Model selection never read the test split: the trainers never held it, and every
+# validation they ran ranked the validation gallery.
+assert set(train_view.photo_split).isdisjoint(data.photo_ids("test"))
+assert all(r["fgsbir_n_gallery"] == n_val_photos for r in result.history["val"])
+assert all(r["bclip_fg_n_gallery"] == n_val_photos for r in bclip.history["val"])
+assert result.best_checkpoint is not None and result.best_checkpoint.is_file()
+assert all(np.isfinite(r["total"]) for r in result.history["train"])
+trained_mrr = max(duet_eval["fgsbir_mrr"], bclip_test["bclip_fg_mrr"])
+chance_mrr = float(np.mean(1.0 / np.arange(1, n_gallery + 1)))
+if profile == "teach":
+    trained_acc10 = max(duet_eval["fgsbir_acc@10"], bclip_test["bclip_fg_acc@10"])
+    # a clear factor: at least 1.5 times chance, at Acc@10 and in mean reciprocal rank
+    assert trained_acc10 >= 1.5 * chance_acc_at_k(n_gallery, 10), trained_acc10
+    assert trained_mrr >= 1.5 * chance_mrr, (trained_mrr, chance_mrr)
+
+metrics = {"n_gallery": n_gallery, "n_queries": n_query, "split": split}
+for name, (m, prefix) in reports.items():
+    for key in ("acc@1", "acc@5", "acc@10", "mrr", "mean_rank"):
+        metrics[f"{name}_{key}"] = m[f"{prefix}_{key}"]
+metrics |= {
+    "chance@1": chance_acc_at_k(n_gallery, 1),
+    "chance@10": chance_acc_at_k(n_gallery, 10),
+    "chance_mrr": chance_mrr,
+    "val_duet_acc@1": result.best_value,
+    "val_bclip_acc@1": bclip.best_value,
+    "duet_steps": result.step,
+    "bclip_steps": bclip_steps,
+    "train_s": round(duet_s + bclip_s, 1),
+    "chapter_s": round(time.perf_counter() - t_chapter, 1),
+}
+save_metrics(out_dir, metrics)
+metrics
+
+# %% [markdown]
+# ## Summary
+#
+# - On real ChairV2 the book's backbone, with no web-pretrained weights, retrieved above
+#   chance zero-shot in our runs (its outline features transfer in part), but far
+#   below the ImageNet-pretrained Triplet-SN reference of about 45 % / 84 %.
+# - B-CLIP and the duet, trained for a few CPU minutes on about 850 sketches with only
+#   LayerNorms (and the duet's small modules) free, end above chance (the checks ask
+#   the better of them for 1.5 times chance) but close little of the gap to the
+#   reference; report what you reach, not the target.
+# - A generic text such as "a chair" carries no instance information and barely moves
+#   the composed query; the duet's gain needs words about the target.
+# - The worst failures lose proportion (wide sofas retrieve stools) and misread hatching
+#   as solid shape: the backbone sees coarse outline, not what identifies an instance.
+# - Model selection used a validation split carved from train; the test split was
+#   handed to nothing but the final evaluation.
+#
+# ## Exercises
+#
+# 1. Set `text` to a neutral phrase such as "drawn by hand" and then to a wrong word
+#    such as "a shoe". Which rows of the table move, and why?
+# 2. Add `unfreeze_last_visual_blocks=1` to the `TrainConfig` (a deviation from the
+#    paper). How much of the gap to the reference does a fully trained last block
+#    close, and what happens to the validation curve?
+# 3. Plot each test query's rank against its number of strokes. Do sparse sketches
+#    fail more often?
+# 4. Write three words of description for ten test photos and use them as `texts`
+#    in `evaluate_duet`. Does instance text help where generic text did not?
+# 5. (Open) With the `paper` profile on a GPU (ViT-B-32, OpenAI weights, ShoeV2),
+#    compare the same table. Which limit listed above disappears first?
+#
+# ## References
+#
+# - Koley, S., Bhunia, A. K., Sain, A., Chowdhury, P. N., Xiang, T., Song, Y.-Z.
+#   *You'll Never Walk Alone: A Sketch and Text Duet for Fine-Grained Image Retrieval.*
+#   CVPR 2024.
+# - Yu, Q., Liu, F., Song, Y.-Z., Xiang, T., Hospedales, T. M., Loy, C. C. *Sketch Me
+#   That Shoe.* CVPR 2016 (Triplet-SN, QMUL shoe and chair data).
+# - SketchX, QMUL-Shoe-V2 and QMUL-Chair-V2 releases (University of Surrey / Queen
+#   Mary University of London).
+# - Sain, A. et al. *CLIP for All Things Zero-Shot Sketch-Based Image Retrieval,
+#   Fine-Grained or Not.* CVPR 2023 (LayerNorm tuning of CLIP for FG-SBIR).
+# - Radford, A. et al. *Learning Transferable Visual Models From Natural Language
+#   Supervision.* ICML 2021.
