@@ -93,6 +93,7 @@ max_steps = 400  # training steps of the duet (as in chapter 09)
 batch_size = 32  # sketches (or photos) per step, every method
 lr_visual = 1e-3  # learning rate of V LayerNorms (duet and B-CLIP)
 lr_modules = 1e-3  # learning rate of C_v2w, P^L and G (and of the inversion map)
+trip_form = "infonce"  # L_trip over the batch (our choice for the tiny CLIP); hinge in the paper
 loss_weights = {"trip": 1, "comp": 1, "reg": 1, "tt": 1, "rt": 1, "rec": 1}  # lambdas
 ablations = ["trip", "comp", "reg", "tt", "rt", "rec"]  # losses removed one at a time
 ablation_steps = 200  # training steps of each ablation run (None means max_steps)
@@ -119,6 +120,7 @@ validate_params(
     batch_size=batch_size,
     lr_visual=lr_visual,
     lr_modules=lr_modules,
+    trip_form=trip_form,
     loss_weights=loss_weights,
     ablations=ablations,
     ablation_steps=ablation_steps,
@@ -329,6 +331,7 @@ base_cfg = TrainConfig(
     eval_every=min(eval_every, max_steps),
     lr_visual=lr_visual,
     lr_modules=lr_modules,
+    trip_form=trip_form,
     weights=LossWeights.from_dict(
         {name: float(loss_weights.get(name, 0.0)) for name in LOSS_NAMES}
     ),

@@ -190,6 +190,11 @@ PARAMS: dict[str, ParamSpec] = {
         "lambda per loss: a dict with keys among trip, comp, reg, tt, rt, rec",
         _loss_weights,
     ),
+    "trip_form": ParamSpec(
+        "form of the cross-modal triplet L_trip: hinge (the paper) or infonce",
+        _choice("hinge", "infonce"),
+        ("hinge", "infonce"),
+    ),
     "unfreeze_blocks": ParamSpec(
         "also train the last k visual blocks (a deviation from the paper)", _int(0, 48)
     ),
@@ -251,6 +256,7 @@ PROFILE_VALUES: dict[str, dict[str, Any]] = {
         "lr": 1e-4,
         "lr_visual": 1e-4,
         "lr_modules": 1e-3,
+        "trip_form": "hinge",
         "amp": "bf16",
         "max_steps": 20000,
         "eval_every": 500,
