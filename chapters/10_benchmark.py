@@ -33,7 +33,6 @@ from IPython.display import Markdown, display
 from duet_lib.baselines import (
     BaselineConfig,
     evaluate_baselines,
-    retrieval_task,
     train_bclip,
     train_inversion,
 )
@@ -67,6 +66,7 @@ from duet_lib.plotting import use_book_style
 from duet_lib.probes import photo_arrays, sketch_arrays
 from duet_lib.repro import env_report, resolve_device, seed_everything
 from duet_lib.results import resolve_output_dir, save_figure, save_metrics
+from duet_lib.tasks import retrieval_task
 from duet_lib.train import (
     TrainConfig,
     bundle_fingerprint,

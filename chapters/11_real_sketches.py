@@ -39,7 +39,6 @@ from IPython.display import Markdown, display
 from duet_lib.baselines import (
     BaselineConfig,
     evaluate_bclip,
-    retrieval_task,
     train_bclip,
 )
 from duet_lib.book import chapter_card
@@ -57,6 +56,7 @@ from duet_lib.plotting import use_book_style
 from duet_lib.probes import photo_arrays, sketch_arrays
 from duet_lib.repro import env_report, resolve_device, seed_everything
 from duet_lib.results import resolve_output_dir, save_figure, save_metrics
+from duet_lib.tasks import retrieval_task
 from duet_lib.train import (
     TrainConfig,
     bundle_fingerprint,

@@ -85,6 +85,7 @@ from duet_lib.models.clip import ClipBundle
 from duet_lib.models.duet import DELTA_SPACES, DeltaOptions, DuetModel
 from duet_lib.models.text_encoding import encode_text
 from duet_lib.repro import resolve_device
+from duet_lib.tasks import retrieval_task
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -739,16 +740,16 @@ def _evaluate(
     device = next(model.parameters()).device
     if cache is None:
         cache = PhotoCache(dataset, bundle.image_size, model.decoder.out_size)
-    data = SketchPhotoPairs(
+    task = retrieval_task(
         dataset,
         split,
-        bundle.image_size,
-        bundle.image_mean,
-        bundle.image_std,
-        target_size=cache.target_size,
-        negatives=(),
+        texts,
+        image_size=bundle.image_size,
+        mean=bundle.image_mean,
+        std=bundle.image_std,
         cache=cache,
     )
+    data = task.data
     n_sk = len(data.records)
 
     def encode_photos(ids: Sequence[str]) -> torch.Tensor:
@@ -777,73 +778,30 @@ def _evaluate(
     ).float()
     s_img = s_img.float()
 
-    gallery = dataset.photo_ids(split)
-    g_emb = F.normalize(encode_photos(gallery), dim=-1)
-    pos = {p: i for i, p in enumerate(gallery)}
-    target = torch.tensor([pos[r.photo_id] for r in data.records])
-    attrs = dataset.attributes if data.has_attributes else {}
-    fg_attr = None
-    if attrs:
-        fg_attr = {
-            "shape": (
-                [attrs[r.photo_id]["shape_id"] for r in data.records],
-                [attrs[p]["shape_id"] for p in gallery],
-            )
-        }
+    g_emb = F.normalize(encode_photos(task.gallery), dim=-1)
     qs = F.normalize(q_sketch, dim=-1)
     out: dict[str, float | int] = {}
     out |= _flat(
-        "fgsbir", retrieval_report(qs @ g_emb.T, target, ks, attributes=fg_attr)
+        "fgsbir",
+        retrieval_report(qs @ g_emb.T, task.target, ks, attributes=task.attributes),
     )
     vs = F.normalize(s_img, dim=-1)
     out |= _flat(
-        "visual", retrieval_report(vs @ g_emb.T, target, ks, attributes=fg_attr)
+        "visual",
+        retrieval_report(vs @ g_emb.T, task.target, ks, attributes=task.attributes),
     )
-
-    # ------------------------------------------------------------- composed task
-    if attrs and all("appearance_phrase" in attrs[p] for p in data.photo_ids):
-        from duet_lib.data.world import duet_gallery, duet_queries
-
-        queries = duet_queries(dataset, split)
-        d_gallery = duet_gallery(dataset, split)
-        key_pos = {r.key: i for i, r in enumerate(data.records)}
-        q_index = [key_pos[rec.key] for rec, _, _ in queries]
-        targets_id = [pid for _, pid, _ in queries]
-        phrases = [phrase for _, _, phrase in queries]
-    elif texts is not None:
-        d_gallery = gallery
-        q_index = list(range(n_sk))
-        targets_id = [r.photo_id for r in data.records]
-        phrases = None
-    else:
+    if not task.has_composed:
         return out
 
-    n_q = len(q_index)
-    if texts is None:
-        query_texts = list(phrases)
-    elif isinstance(texts, str):
-        if "{phrase}" not in texts or phrases is None:
-            raise ValueError(
-                "a single text must be a format string with '{phrase}' (world data)"
-            )
-        query_texts = [texts.format(phrase=p) for p in phrases]
-    else:
-        query_texts = list(texts)
-        if len(query_texts) != n_q:
-            raise ValueError(
-                f"texts has {len(query_texts)} entries, but the {split} split has "
-                f"{n_q} composed queries"
-            )
-    for i, t in enumerate(query_texts):
-        if not isinstance(t, str) or not t.strip():
-            raise ValueError(f"text {i} of the composed queries is empty")
-
-    d_pos = {p: i for i, p in enumerate(d_gallery)}
-    d_target = torch.tensor([d_pos[p] for p in targets_id])
+    # ------------------------------------------------------------- composed task
+    query_texts = task.texts
+    n_q = len(query_texts)
     d_emb = (
-        F.normalize(encode_photos(d_gallery), dim=-1) if d_gallery != gallery else g_emb
+        F.normalize(encode_photos(task.duet_gallery), dim=-1)
+        if task.duet_gallery != task.gallery
+        else g_emb
     )
-    idx = torch.tensor(q_index)
+    idx = task.duet_index
     duet = torch.cat(
         [
             model.encode_queries(
@@ -867,27 +825,6 @@ def _evaluate(
     t_emb = F.normalize(t_unique[torch.tensor([t_pos[t] for t in query_texts])], dim=-1)
     s_only = qs[idx]
     fusion = F.normalize(s_only + fusion_weight * t_emb, dim=-1)
-    d_attr = None
-    if attrs:
-
-        def appearance(pid: str) -> tuple:
-            a = attrs[pid]
-            return (a["colour"], a["pattern"], a["background"])
-
-        d_attr = {
-            "shape": (
-                [attrs[p]["shape_id"] for p in targets_id],
-                [attrs[p]["shape_id"] for p in d_gallery],
-            ),
-            "appearance": (
-                [appearance(p) for p in targets_id],
-                [appearance(p) for p in d_gallery],
-            ),
-            "colour": (
-                [attrs[p]["colour"] for p in targets_id],
-                [attrs[p]["colour"] for p in d_gallery],
-            ),
-        }
     for prefix, q in (
         ("duet", F.normalize(duet, dim=-1)),
         ("sketch", s_only),
@@ -895,7 +832,13 @@ def _evaluate(
         ("fusion", fusion),
     ):
         out |= _flat(
-            prefix, retrieval_report(q @ d_emb.T, d_target, ks, attributes=d_attr)
+            prefix,
+            retrieval_report(
+                q @ d_emb.T,
+                task.duet_target,
+                ks,
+                attributes=task.duet_attributes,
+            ),
         )
     return out
 

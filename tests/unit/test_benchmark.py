@@ -12,7 +12,6 @@ import pytest
 import torch
 from matplotlib.colors import to_rgba
 
-from duet_lib.baselines import retrieval_task
 from duet_lib.benchmark import (
     GROUND_TRUTH_COLOUR,
     BenchmarkError,
@@ -38,6 +37,7 @@ from duet_lib.data.world import WorldConfig, generate_world, load_world
 from duet_lib.losses import LossWeights
 from duet_lib.metrics import acc_at_k, ranks_pessimistic
 from duet_lib.models.clip import load_clip
+from duet_lib.tasks import retrieval_task
 from duet_lib.train import TrainConfig, build_model, evaluate_duet
 
 
