@@ -567,7 +567,7 @@ fig
 # Each row is one sketch, its true photo (green frame) with the rank the duet gave it,
 # and the three photos ranked first. Several sketches of one photo often fail
 # together, so the failures are mostly about photos, not drawers. Two patterns stood
-# out in our runs: wide objects (sofas, benches) whose sketches fill the canvas
+# out in a shorter run we inspected (20 duet steps); look for them in yours: wide objects (sofas, benches) whose sketches fill the canvas
 # retrieve narrow stools and side tables, so the query has kept neither width nor
 # proportion; and dense hatching, which a drawer uses for a wire-mesh or woven chair,
 # retrieves solid, brightly coloured chairs, because the backbone has never learned
@@ -727,8 +727,9 @@ metrics
 #   reference; report what you reach, not the target.
 # - A generic text such as "a chair" carries no instance information and barely moves
 #   the composed query; the duet's gain needs words about the target.
-# - The worst failures lose proportion (wide sofas retrieve stools) and misread hatching
-#   as solid shape: the backbone sees coarse outline, not what identifies an instance.
+# - In a short run we inspected, the worst failures lost proportion (wide sofas
+#   retrieved stools) and misread hatching as solid shape: the backbone sees coarse
+#   outline, not what identifies an instance.
 # - Model selection used a validation split carved from train; the test split was
 #   handed to nothing but the final evaluation.
 #
