@@ -1135,6 +1135,19 @@ def _check_training_inputs(bundle: Any, dataset: Any, cfg: Any) -> None:
         raise ValueError(f"cfg must be a BaselineConfig, got {type(cfg).__name__}")
 
 
+def _apply_step(optimizer, loss, step, t0, history, bar) -> None:
+    """Backward and update for ``loss``, then log the step (both baselines)."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    value = float(loss.detach())
+    history["train"].append(
+        {"step": step, "loss": value, "seconds": time.perf_counter() - t0}
+    )
+    bar.update(1)
+    bar.set_postfix(loss=f"{value:.4f}")
+
+
 def train_bclip(
     bundle: ClipBundle,
     dataset: SketchPhotoSet,
@@ -1245,18 +1258,7 @@ def train_bclip(
                 torch.manual_seed(_step_seed(cfg.seed, step))
                 tuned.model.train()
                 loss = bclip_triplet_loss(tuned, batch, cfg)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                history["train"].append(
-                    {
-                        "step": step,
-                        "loss": float(loss.detach()),
-                        "seconds": time.perf_counter() - t0,
-                    }
-                )
-                bar.update(1)
-                bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
+                _apply_step(optimizer, loss, step, t0, history, bar)
                 if step % cfg.eval_every == 0 or step == cfg.steps:
                     metrics = validate()
                     history["val"].append({"step": step, **metrics})
@@ -1502,18 +1504,7 @@ def train_inversion(
                     loss = inversion_loss(
                         bundle, mapper, train_emb[index], ids, cfg.tau
                     )
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    history["train"].append(
-                        {
-                            "step": step,
-                            "loss": float(loss.detach()),
-                            "seconds": time.perf_counter() - t0,
-                        }
-                    )
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
+                    _apply_step(optimizer, loss, step, t0, history, bar)
                     if step % cfg.eval_every == 0 or step == steps:
                         metrics = validate()
                         history["val"].append({"step": step, **metrics})
