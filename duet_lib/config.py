@@ -195,6 +195,10 @@ PARAMS: dict[str, ParamSpec] = {
         _choice("hinge", "infonce"),
         ("hinge", "infonce"),
     ),
+    "sketch_tokens": ParamSpec(
+        "pseudo-words per sketch from C_v2w: 1 (the paper) or more (our option)",
+        _int(1, 16),
+    ),
     "unfreeze_blocks": ParamSpec(
         "also train the last k visual blocks (a deviation from the paper)", _int(0, 48)
     ),
@@ -257,6 +261,7 @@ PROFILE_VALUES: dict[str, dict[str, Any]] = {
         "lr_visual": 1e-4,
         "lr_modules": 1e-3,
         "trip_form": "hinge",
+        "sketch_tokens": 1,
         "amp": "bf16",
         "max_steps": 20000,
         "eval_every": 500,

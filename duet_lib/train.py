@@ -182,6 +182,8 @@ class TrainConfig:
         unfreeze_last_visual_blocks: also train the last k visual blocks (a
             labelled deviation from the paper).
         n_prompt_tokens: length of P^L.
+        sketch_tokens: pseudo-words C_v2w emits per sketch (and per Delta); 1 is
+            the paper's single word, more is our option for the tiny text encoder.
         prompt_init: words that initialise P^L, or None for random.
         converter_hidden: hidden width of C_v2w (None = 4 E).
         converter_dropout: dropout of C_v2w.
@@ -235,6 +237,7 @@ class TrainConfig:
     delta_detach: bool = True
     unfreeze_last_visual_blocks: int = 0
     n_prompt_tokens: int = 3
+    sketch_tokens: int = 1
     prompt_init: str | None = "a photo of"
     converter_hidden: int | None = None
     converter_dropout: float = 0.1
@@ -294,6 +297,7 @@ class TrainConfig:
                 "unfreeze_last_visual_blocks", self.unfreeze_last_visual_blocks, 0
             ),
             _integer("n_prompt_tokens", self.n_prompt_tokens, 1),
+            _integer("sketch_tokens", self.sketch_tokens, 1),
             _integer("converter_hidden", self.converter_hidden, 1, none_ok=True),
             _number("converter_dropout", self.converter_dropout, 0.0, 0.99),
             _choice("decoder_size", self.decoder_size, (32, 64, 128)),
@@ -440,6 +444,7 @@ def build_model(cfg: TrainConfig, bundle: ClipBundle) -> DuetModel:
     return DuetModel(
         bundle,
         n_prompt_tokens=cfg.n_prompt_tokens,
+        sketch_tokens=cfg.sketch_tokens,
         prompt_init=cfg.prompt_init,
         converter_hidden=cfg.converter_hidden,
         converter_dropout=cfg.converter_dropout,

@@ -63,12 +63,16 @@ class VisualToWord(nn.Module):
         dropout: dropout probability after each hidden layer.
         token_norm: target norm of the output tokens, or None for no rescaling.
         learnable_scale: learn the output norm (needs ``token_norm``).
+        n_tokens: K, number of tokens per input. The paper maps a sketch to one
+            word (K = 1, the default); K > 1 turns it into a short phrase of
+            pseudo-words, our option for the tiny text encoder (chapter 09).
         seed: initialise the weights from this seed without touching the global
             random state; None uses PyTorch's default initialisation from the
             global generator (seed it with ``seed_everything``).
 
     Shapes:
-        forward: (B, E) -> (B, d), or (E,) -> (d,).
+        forward: (B, E) -> (B, d), or (E,) -> (d,); with K > 1 tokens
+        (B, E) -> (B, K, d), or (E,) -> (K, d).
     """
 
     def __init__(
@@ -80,11 +84,13 @@ class VisualToWord(nn.Module):
         *,
         token_norm: float | None = None,
         learnable_scale: bool = False,
+        n_tokens: int = 1,
         seed: int | None = None,
     ) -> None:
         super().__init__()
         _check_int("embed_dim", embed_dim)
         _check_int("token_dim", token_dim)
+        _check_int("n_tokens", n_tokens)
         hidden = 4 * embed_dim if hidden is None else _check_int("hidden", hidden)
         if not isinstance(dropout, int | float) or not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
@@ -100,6 +106,7 @@ class VisualToWord(nn.Module):
             raise ValueError("learnable_scale=True needs a token_norm to start from")
         self.embed_dim = embed_dim
         self.token_dim = token_dim
+        self.n_tokens = n_tokens
         self.hidden = hidden
         self.token_norm = None if token_norm is None else float(token_norm)
         self.mlp = nn.Sequential(
@@ -109,7 +116,7 @@ class VisualToWord(nn.Module):
             nn.Linear(hidden, hidden),
             nn.GELU(),
             nn.Dropout(dropout),
-            nn.Linear(hidden, token_dim),
+            nn.Linear(hidden, n_tokens * token_dim),
         )
         if learnable_scale:
             # log-parameterised so the norm stays positive
@@ -145,7 +152,8 @@ class VisualToWord(nn.Module):
             embedding: (B, E) or (E,) visual embeddings (s, or Delta = p+ - s).
 
         Returns:
-            (B, d) or (d,) token vectors for the text encoder.
+            (B, d) or (d,) token vectors for the text encoder; with ``n_tokens``
+            K > 1, (B, K, d) or (K, d) (each token rescaled on its own).
         """
         if not isinstance(embedding, torch.Tensor) or embedding.ndim not in (1, 2):
             shape = (
@@ -158,6 +166,8 @@ class VisualToWord(nn.Module):
                 f"{self.embed_dim}"
             )
         out = self.mlp(embedding)
+        if self.n_tokens > 1:
+            out = out.unflatten(-1, (self.n_tokens, self.token_dim))
         if self.log_scale is not None:
             out = nn.functional.normalize(out, dim=-1) * self.log_scale.exp()
         elif self.token_norm is not None:
@@ -168,6 +178,7 @@ class VisualToWord(nn.Module):
         learn = ", learnable" if self.log_scale is not None else ""
         return (
             f"embed_dim={self.embed_dim}, token_dim={self.token_dim}, "
+            f"n_tokens={self.n_tokens}, "
             f"hidden={self.hidden}, token_norm={self.token_norm}{learn}"
         )
 

@@ -164,6 +164,10 @@ class DuetModel(nn.Module):
         delta: how Delta = p+ - s is formed (:class:`DeltaOptions`).
         fixed_prompts: P^F, the fixed prompts of L_TT; None reads the committed list.
         neutral_texts: N, the neutral texts of L_reg; None reads the committed list.
+        sketch_tokens: tokens C_v2w emits per input. 1 (the paper): s^w and
+            Delta^w are single words. K_s > 1: each becomes a phrase of K_s
+            pseudo-words (our option for the tiny text encoder); words are then
+            (B, K_s, d) wherever this class says (B, d).
         seed: seed of the initialisation of C_v2w, P^L (random init) and G.
 
     Attributes:
@@ -188,6 +192,7 @@ class DuetModel(nn.Module):
         delta: DeltaOptions | None = None,
         fixed_prompts: Sequence[str] | None = None,
         neutral_texts: Sequence[str] | None = None,
+        sketch_tokens: int = 1,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -197,6 +202,15 @@ class DuetModel(nn.Module):
             )
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ValueError(f"seed must be an integer, got {seed!r}")
+        if (
+            isinstance(sketch_tokens, bool)
+            or not isinstance(sketch_tokens, int)
+            or sketch_tokens < 1
+        ):
+            raise ValueError(
+                f"sketch_tokens must be an integer >= 1, got {sketch_tokens!r}"
+            )
+        self.sketch_tokens = sketch_tokens
         self.bundle = bundle
         self.clip = bundle.model
         self.delta_options = delta if delta is not None else DeltaOptions()
@@ -214,6 +228,7 @@ class DuetModel(nn.Module):
             hidden=converter_hidden,
             dropout=converter_dropout,
             token_norm=self.token_norm,
+            n_tokens=sketch_tokens,
             seed=seed,
         )
         init = None
@@ -252,26 +267,27 @@ class DuetModel(nn.Module):
                     f"{name} must be a non-empty list of non-empty strings without "
                     f"the placeholder {PLACEHOLDER!r}"
                 )
-        k = n_prompt_tokens
+        k, ns = n_prompt_tokens, sketch_tokens
+        word_slots = " ".join([PLACEHOLDER] * ns)
         # Token id tables, (rows, L) int64, kept as non-persistent buffers so they
         # follow the model across devices but stay out of checkpoints.
         self.register_buffer(
-            "_ids_sketch", tokenize_templates(bundle, [_template(k + 1)]), False
+            "_ids_sketch", tokenize_templates(bundle, [_template(k + ns)]), False
         )
         self.register_buffer(
-            "_ids_delta", tokenize_templates(bundle, [_template(k + 2)]), False
+            "_ids_delta", tokenize_templates(bundle, [_template(k + 2 * ns)]), False
         )
         self.register_buffer(
             "_ids_fixed",
             tokenize_templates(
-                bundle, [f"{p} {PLACEHOLDER}" for p in self.fixed_prompts]
+                bundle, [f"{p} {word_slots}" for p in self.fixed_prompts]
             ),
             False,
         )
         self.register_buffer(
             "_ids_neutral",
             tokenize_templates(
-                bundle, [_template(k + 1, t) for t in self.neutral_texts]
+                bundle, [_template(k + ns, t) for t in self.neutral_texts]
             ),
             False,
         )
@@ -393,12 +409,26 @@ class DuetModel(nn.Module):
     def _prompt_rows(self, batch: int) -> torch.Tensor:
         return self.prompt(batch_size=batch)  # (B, K, d)
 
+    def _rows(self, word: torch.Tensor) -> int:
+        """B of a batch of words: (B, d) for one token, (B, K_s, d) for K_s."""
+        ns = self.sketch_tokens
+        want = "(B, d)" if ns == 1 else f"(B, {ns}, d)"
+        ok = isinstance(word, torch.Tensor) and (
+            word.ndim == 2 if ns == 1 else word.ndim == 3 and word.shape[1] == ns
+        )
+        if not ok:
+            shape = tuple(word.shape) if isinstance(word, torch.Tensor) else None
+            raise ValueError(f"sketch words must be {want}, got {shape}")
+        if word.shape[0] == 0:
+            raise ValueError("empty batch of sketch words")
+        return int(word.shape[0])
+
     # ---------------------------------------------------------------- query specs
 
     def spec_sketch(self, sketch_word: torch.Tensor) -> QuerySpec:
         """[P^L ; s^w] for s^w (B, d): B rows, output (B, E)."""
-        b = _rows(sketch_word)
-        pseudo = torch.cat([self._prompt_rows(b), sketch_word.unsqueeze(1)], dim=1)
+        b = self._rows(sketch_word)
+        pseudo = torch.cat([self._prompt_rows(b), _slots(sketch_word)], dim=1)
         return QuerySpec(self._ids_sketch.expand(b, -1), pseudo, (b,))
 
     def spec_fixed(
@@ -412,27 +442,27 @@ class DuetModel(nn.Module):
                 int for one prompt (output (B, E)); a (B,) tensor for one prompt
                 per row (output (B, E)).
         """
-        b = _rows(sketch_word)
+        b = self._rows(sketch_word)
         n_fixed = len(self.fixed_prompts)
         if prompt_index is None:
             ids = self._ids_fixed.repeat(b, 1)  # (B * F, L), row b*F + f
-            pseudo = sketch_word.repeat_interleave(n_fixed, dim=0).unsqueeze(1)
+            pseudo = _slots(sketch_word).repeat_interleave(n_fixed, dim=0)
             return QuerySpec(ids, pseudo, (b, n_fixed))
         index = _index_tensor(prompt_index, b, n_fixed, "prompt_index", self._ids_fixed)
-        return QuerySpec(self._ids_fixed[index], sketch_word.unsqueeze(1), (b,))
+        return QuerySpec(self._ids_fixed[index], _slots(sketch_word), (b,))
 
     def spec_delta(
         self, sketch_word: torch.Tensor, delta_word: torch.Tensor
     ) -> QuerySpec:
         """[P^L ; s^w ; Delta^w] for (B, d) words: B rows, output (B, E)."""
-        b = _rows(sketch_word)
+        b = self._rows(sketch_word)
         if tuple(delta_word.shape) != tuple(sketch_word.shape):
             raise ValueError(
                 f"delta_word {tuple(delta_word.shape)} must match sketch_word "
                 f"{tuple(sketch_word.shape)}"
             )
         pseudo = torch.cat(
-            [self._prompt_rows(b), sketch_word.unsqueeze(1), delta_word.unsqueeze(1)],
+            [self._prompt_rows(b), _slots(sketch_word), _slots(delta_word)],
             dim=1,
         )
         return QuerySpec(self._ids_delta.expand(b, -1), pseudo, (b,))
@@ -448,7 +478,7 @@ class DuetModel(nn.Module):
                 tensor (output (B, E)) or a (B, M) tensor (M texts per row,
                 output (B, M, E)).
         """
-        b = _rows(sketch_word)
+        b = self._rows(sketch_word)
         n_texts = len(self.neutral_texts)
         device = self._ids_neutral.device
         if isinstance(neutral_index, torch.Tensor) and neutral_index.ndim == 2:
@@ -472,7 +502,7 @@ class DuetModel(nn.Module):
             )
             word, shape = sketch_word, (b,)
         rows = word.shape[0]
-        pseudo = torch.cat([self._prompt_rows(rows), word.unsqueeze(1)], dim=1)
+        pseudo = torch.cat([self._prompt_rows(rows), _slots(word)], dim=1)
         return QuerySpec(self._ids_neutral[flat.to(device)], pseudo, shape)
 
     def spec_text(self, sketch_word: torch.Tensor, texts: Sequence[str]) -> QuerySpec:
@@ -487,7 +517,7 @@ class DuetModel(nn.Module):
             ValueError: an empty text, a text holding the placeholder symbol, a
                 count that differs from B, or a text too long for the context.
         """
-        b = _rows(sketch_word)
+        b = self._rows(sketch_word)
         if isinstance(texts, str):
             texts = [texts] * b
         texts = list(texts)
@@ -505,8 +535,9 @@ class DuetModel(nn.Module):
                     f"{PLACEHOLDER!r}, which is reserved for learned tokens"
                 )
         k = self.n_prompt_tokens
-        ids = tokenize_templates(self.bundle, [_template(k + 1, t) for t in texts])
-        pseudo = torch.cat([self._prompt_rows(b), sketch_word.unsqueeze(1)], dim=1)
+        ns = self.sketch_tokens
+        ids = tokenize_templates(self.bundle, [_template(k + ns, t) for t in texts])
+        pseudo = torch.cat([self._prompt_rows(b), _slots(sketch_word)], dim=1)
         return QuerySpec(ids.to(self._ids_sketch.device), pseudo, (b,))
 
     # -------------------------------------------------------------- text encoding
@@ -714,19 +745,16 @@ class DuetModel(nn.Module):
 
     def extra_repr(self) -> str:
         return (
-            f"prompt_tokens={self.n_prompt_tokens}, token_norm={self.token_norm:.4g}, "
+            f"prompt_tokens={self.n_prompt_tokens}, sketch_tokens={self.sketch_tokens}, "
+            f"token_norm={self.token_norm:.4g}, "
             f"fixed_prompts={len(self.fixed_prompts)}, "
             f"neutral_texts={len(self.neutral_texts)}, delta={self.delta_options}"
         )
 
 
-def _rows(word: torch.Tensor) -> int:
-    if not isinstance(word, torch.Tensor) or word.ndim != 2:
-        shape = tuple(word.shape) if isinstance(word, torch.Tensor) else None
-        raise ValueError(f"sketch words must be (B, d), got {shape}")
-    if word.shape[0] == 0:
-        raise ValueError("empty batch of sketch words")
-    return int(word.shape[0])
+def _slots(word: torch.Tensor) -> torch.Tensor:
+    """Words as placeholder rows: (B, d) -> (B, 1, d); (B, K_s, d) unchanged."""
+    return word.unsqueeze(1) if word.ndim == 2 else word
 
 
 def _index_tensor(

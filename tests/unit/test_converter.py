@@ -22,6 +22,20 @@ def test_visual_to_word_shapes_and_size():
     assert default.hidden == 512  # 4 * E, as SEARLE's phi
 
 
+def test_visual_to_word_several_tokens_per_input():
+    conv = VisualToWord(32, 16, hidden=24, n_tokens=3, token_norm=2.0).eval()
+    out = conv(torch.randn(5, 32))
+    assert out.shape == (5, 3, 16)
+    torch.testing.assert_close(out.norm(dim=-1), torch.full((5, 3), 2.0))
+    assert conv(torch.randn(32)).shape == (3, 16)
+    # only the last layer grows: H -> K d
+    assert n_params(conv) == (32 * 24 + 24) + (24 * 24 + 24) + (24 * 48 + 48)
+    # the K tokens of one input differ (they are not copies)
+    assert not torch.allclose(out[:, 0], out[:, 1])
+    with pytest.raises(ValueError, match="n_tokens"):
+        VisualToWord(32, 16, n_tokens=0)
+
+
 def test_visual_to_word_seed_is_deterministic_and_local():
     x = torch.randn(4, 32)
     torch.manual_seed(0)

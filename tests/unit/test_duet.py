@@ -276,3 +276,45 @@ def test_gradients_reach_only_trainable_parameters() -> None:
             assert p.grad is None, name
     assert float(m.prompt.tokens.grad.abs().sum()) > 0
     assert float(m.clip.visual.ln_post.weight.grad.abs().sum()) > 0
+
+
+def test_sketch_phrase_of_several_pseudo_words() -> None:
+    """sketch_tokens=K_s: C_v2w emits K_s vectors per input, every query kind holds
+    K_s slots per word, and real words through them equal plain text."""
+    m = DuetModel(load_clip("duet-tiny-conv-96", seed=0), sketch_tokens=2, seed=0)
+    m.eval()
+    e, d = m.bundle.embed_dim, m.bundle.token_dim
+    s = torch.randn(B, e)
+    with torch.no_grad():
+        word = m.sketch_word(s)
+        assert word.shape == (B, 2, d)
+        norms = word.norm(dim=-1)
+        torch.testing.assert_close(norms, torch.full_like(norms, m.token_norm))
+        assert m.query_sketch(s).shape == (B, e)
+        assert m.query_fixed(s).shape == (B, len(m.fixed_prompts), e)
+        assert m.query_delta(s, m.delta(s, torch.randn(B, e))).shape == (B, e)
+        assert m.query_neutral(s, torch.zeros(B, 2, dtype=torch.long)).shape == (
+            B,
+            2,
+            e,
+        )
+        assert m.query_text(s, "in red").shape == (B, e)
+    pid = m.placeholder
+    for spec, k in (
+        (m.spec_sketch(word), 5),
+        (m.spec_delta(word, word), 7),
+        (m.spec_fixed(word, 0), 2),
+        (m.spec_neutral(word, 0), 5),
+        (m.spec_text(word, "in red"), 5),
+    ):
+        assert (spec.ids == pid).sum(dim=1).tolist() == [k] * B
+        assert spec.pseudo.shape == (B, k, d)
+    with pytest.raises(ValueError, match=r"\(B, 2, d\)"):
+        m.spec_sketch(torch.randn(B, d))
+    pair = torch.stack([_word(m, "shoe"), _word(m, "chair")])[None].expand(2, -1, -1)
+    with torch.no_grad():
+        got = m.encode_queries({"q": m.spec_text(pair, "in red")})["q"]
+        want = encode_text(m.bundle, ["a photo of shoe chair in red"] * 2)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="sketch_tokens"):
+        DuetModel(load_clip("duet-tiny-conv-96", seed=0), sketch_tokens=0)

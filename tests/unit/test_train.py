@@ -80,15 +80,24 @@ def test_config_round_trip_and_validation() -> None:
         small_config(weights={k: 0.0 for k in LOSS_NAMES})
     with pytest.raises(ValueError, match="stroke_drop"):
         small_config(stroke_drop=2.0)
+    with pytest.raises(ValueError, match="sketch_tokens"):
+        small_config(sketch_tokens=0)
 
 
 # ----------------------------------------------------------------------- losses
 
 
-def test_training_steps_lower_the_loss(world: SketchPhotoSet) -> None:
-    cfg = small_config(lr_visual=3e-3, lr_modules=1e-2, converter_dropout=0.0)
+@pytest.mark.parametrize("sketch_tokens", [1, 3])
+def test_training_steps_lower_the_loss(world: SketchPhotoSet, sketch_tokens) -> None:
+    cfg = small_config(
+        lr_visual=3e-3,
+        lr_modules=1e-2,
+        converter_dropout=0.0,
+        sketch_tokens=sketch_tokens,
+    )
     bundle = load_clip(MODEL, seed=0)
     model = build_model(cfg, bundle).train()
+    assert model.sketch_tokens == model.converter.n_tokens == sketch_tokens
     kinds = cfg.negative_kinds()
     data = SketchPhotoPairs(
         world,
