@@ -94,6 +94,9 @@ batch_size = 32  # sketches (or photos) per step, every method
 lr_visual = 1e-3  # learning rate of V LayerNorms (duet and B-CLIP)
 lr_modules = 1e-3  # learning rate of C_v2w, P^L and G (and of the inversion map)
 trip_form = "infonce"  # L_trip over the batch (our choice for the tiny CLIP); hinge in the paper
+sketch_tokens = (
+    8  # pseudo-words per sketch: 1 in the paper, more is our option for the tiny CLIP
+)
 loss_weights = {"trip": 1, "comp": 1, "reg": 1, "tt": 1, "rt": 1, "rec": 1}  # lambdas
 ablations = ["trip", "comp", "reg", "tt", "rt", "rec"]  # losses removed one at a time
 ablation_steps = 150  # training steps of each ablation run (None means max_steps)
@@ -121,6 +124,7 @@ validate_params(
     lr_visual=lr_visual,
     lr_modules=lr_modules,
     trip_form=trip_form,
+    sketch_tokens=sketch_tokens,
     loss_weights=loss_weights,
     ablations=ablations,
     ablation_steps=ablation_steps,
@@ -332,6 +336,7 @@ base_cfg = TrainConfig(
     lr_visual=lr_visual,
     lr_modules=lr_modules,
     trip_form=trip_form,
+    sketch_tokens=sketch_tokens,
     weights=LossWeights.from_dict(
         {name: float(loss_weights.get(name, 0.0)) for name in LOSS_NAMES}
     ),
@@ -350,6 +355,7 @@ def baseline_cfg(train_seed: int) -> BaselineConfig:
         eval_every=min(eval_every, b_steps),
         lr=lr_visual,
         lr_map=lr_modules,
+        word_tokens=sketch_tokens,
     )
 
 

@@ -85,6 +85,9 @@ batch_size = 32  # sketches per step
 lr_visual = 1e-3  # learning rate of the LayerNorms of V, for the duet and B-CLIP
 lr_modules = 1e-3  # learning rate of C_v2w, P^L and G
 trip_form = "infonce"  # L_trip over the batch (our choice for the tiny CLIP); hinge in the paper
+sketch_tokens = (
+    8  # pseudo-words per sketch: 1 in the paper, more is our option for the tiny CLIP
+)
 loss_weights = {"trip": 1, "comp": 1, "reg": 1, "tt": 1, "rt": 1, "rec": 1}  # lambdas
 eval_every = 20  # validation every N steps; the best validation state is kept
 text = None  # generic words after the sketch word; None -> a chair or a shoe
@@ -109,6 +112,7 @@ validate_params(
     lr_visual=lr_visual,
     lr_modules=lr_modules,
     trip_form=trip_form,
+    sketch_tokens=sketch_tokens,
     loss_weights=loss_weights,
     eval_every=eval_every,
     text=text,
@@ -379,6 +383,7 @@ cfg = TrainConfig(
     lr_visual=lr_visual,
     lr_modules=lr_modules,
     trip_form=trip_form,
+    sketch_tokens=sketch_tokens,
     weights=LossWeights.from_dict(
         {name: float(loss_weights.get(name, 0.0)) for name in LOSS_NAMES}
     ),

@@ -223,6 +223,9 @@ class BaselineConfig:
         map_dropout: dropout inside phi.
         template: the prompt that holds the pseudo-word, with exactly one
             placeholder symbol ``$`` (Pic2Word writes it "a photo of *").
+        word_tokens: pseudo-words phi emits per image (1 as in Pic2Word and
+            SEARLE); with K > 1 the placeholder of ``template`` stands for a phrase
+            of K pseudo-words, the same option the duet has (``sketch_tokens``).
     """
 
     seed: int = 0
@@ -253,6 +256,7 @@ class BaselineConfig:
     map_hidden: int | None = None
     map_dropout: float = 0.1
     template: str = f"a photo of {PLACEHOLDER}"
+    word_tokens: int = 1
 
     def __post_init__(self) -> None:
         negatives = self.negatives
@@ -306,6 +310,14 @@ class BaselineConfig:
         if self.mining == "given" and not negatives:
             problems.append(
                 'mining="given" needs negatives; name a kind or use "batch_hardest"'
+            )
+        if (
+            isinstance(self.word_tokens, bool)
+            or not isinstance(self.word_tokens, int)
+            or self.word_tokens < 1
+        ):
+            problems.append(
+                f"word_tokens must be an integer >= 1, got {self.word_tokens!r}"
             )
         if not isinstance(self.template, str) or self.template.count(PLACEHOLDER) != 1:
             problems.append(
@@ -590,7 +602,7 @@ def _pseudo_queries(
         ids = ids_all.expand(len(r), -1) if shared else ids_all[r.start : r.stop]
         parts.append(
             encode_text_with_pseudo_tokens(
-                model, ids, words[r.start : r.stop].unsqueeze(1), pid
+                model, ids, _slots(words[r.start : r.stop]), pid
             )
         )
     return F.normalize(torch.cat(parts).float(), dim=-1)
@@ -764,7 +776,8 @@ def evaluate_inversion(
         dataset: the data; only ``split`` is read.
         split: "train", "val" or "test".
         texts: see :func:`retrieval_task`.
-        template: prompt with exactly one placeholder ``$``.
+        template: prompt with one placeholder ``$`` per pseudo-word of ``mapper``
+            (one unless it was built with several tokens).
         batch_size: images or texts per forward pass.
         ks: Acc@K cut-offs.
         cache: a PhotoCache to reuse.
@@ -777,10 +790,10 @@ def evaluate_inversion(
     _check_dataset(dataset)
     if not isinstance(mapper, VisualToWord):
         raise ValueError(f"mapper must be a VisualToWord, got {type(mapper).__name__}")
-    if not isinstance(template, str) or template.count(PLACEHOLDER) != 1:
+    if not isinstance(template, str) or template.count(PLACEHOLDER) != mapper.n_tokens:
         raise ValueError(
-            f"template must hold exactly one placeholder {PLACEHOLDER!r}, got "
-            f"{template!r}"
+            f"template must hold one placeholder {PLACEHOLDER!r} per pseudo-word of "
+            f"the map ({mapper.n_tokens}), got {template!r}"
         )
     ks = _check_eval_args(batch_size, ks)
     task = _task_for(bundle, dataset, split, texts, cache)
@@ -1002,8 +1015,19 @@ def _build_mapper(bundle: ClipBundle, cfg: BaselineConfig) -> VisualToWord:
         hidden=cfg.map_hidden,
         dropout=cfg.map_dropout,
         token_norm=_token_norm(bundle),
+        n_tokens=cfg.word_tokens,
         seed=cfg.seed,
     ).to(bundle.device)
+
+
+def _phrase_template(cfg: BaselineConfig) -> str:
+    """``cfg.template`` with its placeholder repeated once per pseudo-word."""
+    return cfg.template.replace(PLACEHOLDER, " ".join([PLACEHOLDER] * cfg.word_tokens))
+
+
+def _slots(words: torch.Tensor) -> torch.Tensor:
+    """Pseudo-words as placeholder rows: (Q, d) -> (Q, 1, d); (Q, K, d) as is."""
+    return words.unsqueeze(1) if words.ndim == 2 else words
 
 
 def _result_from_checkpoint(
@@ -1035,7 +1059,7 @@ def _result_from_checkpoint(
             raise ValueError(f"{path}: stored parameters do not fit the map phi")
         _load_state(mapper, ckpt["trainable"])
         mapper.eval()
-        out_bundle, template = bundle, cfg.template
+        out_bundle, template = bundle, _phrase_template(cfg)
     return BaselineResult(
         method=method,
         bundle=out_bundle,
@@ -1359,7 +1383,7 @@ def inversion_loss(
     text = encode_text_with_pseudo_tokens(
         bundle.model,
         template_ids.expand(b, -1),
-        words.unsqueeze(1),
+        _slots(words),
         placeholder_id(bundle),
         normalize=True,
     )  # (B, E)
@@ -1469,13 +1493,13 @@ def train_inversion(
         optimizer = torch.optim.AdamW(
             mapper.parameters(), lr=cfg.lr_map, weight_decay=cfg.map_weight_decay
         )
-        ids = tokenize_templates(bundle, [cfg.template])  # (1, L)
+        ids = tokenize_templates(bundle, [_phrase_template(cfg)])  # (1, L)
         n_train = len(train_ids)
         per_epoch = n_train // cfg.batch_size
 
         def validate() -> dict[str, float | int]:
             return _roundtrip_metrics(
-                bundle, mapper, val_emb, cfg.template, cfg.eval_batch_size
+                bundle, mapper, val_emb, _phrase_template(cfg), cfg.eval_batch_size
             )
 
         def state() -> dict[str, torch.Tensor]:
@@ -1534,7 +1558,7 @@ def train_inversion(
         method="inversion",
         bundle=bundle,
         mapper=mapper,
-        template=cfg.template,
+        template=_phrase_template(cfg),
         config=cfg,
         history=history,
         best_step=best[0],

@@ -26,6 +26,7 @@ from duet_lib.data.records import SketchPhotoSet, SketchRecord
 from duet_lib.data.world import WorldConfig, duet_queries, generate_world, load_world
 from duet_lib.models.clip import freeze_for_duet, load_clip
 from duet_lib.models.converter import VisualToWord
+from duet_lib.models.text_encoding import PLACEHOLDER
 from duet_lib.train import TrainConfig, build_model, evaluate_duet
 from tests.unit.test_pairs_data import plain_set
 
@@ -300,12 +301,26 @@ def test_inversion_reads_no_sketch_and_trains_only_phi(
     assert result.bundle is bundle and not result.mapper.training
 
 
-def test_inversion_loss_goes_down(world: SketchPhotoSet) -> None:
-    cfg = small_config(map_steps=12, eval_every=12, batch_size=8, lr_map=1e-2)
-    result = train_inversion(load_clip(MODEL, seed=0), world, cfg)
+@pytest.mark.parametrize("word_tokens", [1, 3])
+def test_inversion_loss_goes_down(world: SketchPhotoSet, word_tokens: int) -> None:
+    cfg = small_config(
+        map_steps=12, eval_every=12, batch_size=8, lr_map=1e-2, word_tokens=word_tokens
+    )
+    clip = load_clip(MODEL, seed=0)
+    result = train_inversion(clip, world, cfg)
     losses = [r["loss"] for r in result.history["train"]]
     first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
     assert last < first, losses
+    # a phrase of K pseudo-words: K placeholders in the stored template
+    assert result.template.count(PLACEHOLDER) == word_tokens
+    assert result.mapper.n_tokens == word_tokens
+    metrics = evaluate_inversion(
+        clip, result.mapper, world, "val", template=result.template
+    )
+    assert 0.0 <= metrics["inversion_fg_acc@1"] <= 1.0
+    if word_tokens > 1:
+        with pytest.raises(ValueError, match="per pseudo-word"):
+            evaluate_inversion(clip, result.mapper, world, "val")
 
 
 # ------------------------------------------------------------------- evaluation
