@@ -94,9 +94,7 @@ batch_size = 32  # sketches (or photos) per step, every method
 lr_visual = 1e-3  # learning rate of V LayerNorms (duet and B-CLIP)
 lr_modules = 1e-3  # learning rate of C_v2w, P^L and G (and of the inversion map)
 trip_form = "infonce"  # L_trip over the batch (our choice for the tiny CLIP); hinge in the paper
-sketch_tokens = (
-    8  # pseudo-words per sketch: 1 in the paper, more is our option for the tiny CLIP
-)
+sketch_tokens = 8  # pseudo-words per sketch; the paper uses 1 (our choice)
 loss_weights = {"trip": 1, "comp": 1, "reg": 1, "tt": 1, "rt": 1, "rec": 1}  # lambdas
 ablations = ["trip", "comp", "reg", "tt", "rt", "rec"]  # losses removed one at a time
 ablation_steps = 150  # training steps of each ablation run (None means max_steps)

@@ -85,9 +85,7 @@ batch_size = 32  # sketches per step
 lr_visual = 1e-3  # learning rate of the LayerNorms of V, for the duet and B-CLIP
 lr_modules = 1e-3  # learning rate of C_v2w, P^L and G
 trip_form = "infonce"  # L_trip over the batch (our choice for the tiny CLIP); hinge in the paper
-sketch_tokens = (
-    8  # pseudo-words per sketch: 1 in the paper, more is our option for the tiny CLIP
-)
+sketch_tokens = 8  # pseudo-words per sketch; the paper uses 1 (our choice)
 loss_weights = {"trip": 1, "comp": 1, "reg": 1, "tt": 1, "rt": 1, "rec": 1}  # lambdas
 eval_every = 20  # validation every N steps; the best validation state is kept
 text = None  # generic words after the sketch word; None -> a chair or a shoe
