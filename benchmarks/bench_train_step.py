@@ -82,6 +82,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="duet-tiny-conv-96")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument(
+        "--sketch-tokens",
+        type=int,
+        default=8,
+        help="pseudo-words per sketch (8: the teach default; 1: the paper)",
+    )
     parser.add_argument("--image-size", type=int, default=96)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -93,7 +99,11 @@ def main() -> None:
     device = resolve_device(args.device)
 
     bundle = load_clip(args.model, image_size=args.image_size, seed=0, device=device)
-    cfg = TrainConfig(device=str(device), batch_size=args.batch_size)
+    cfg = TrainConfig(
+        device=str(device),
+        batch_size=args.batch_size,
+        sketch_tokens=args.sketch_tokens,
+    )
     model: DuetModel = build_model(cfg, bundle).to(device).train()
     kinds = cfg.negative_kinds()
     b, size = args.batch_size, bundle.image_size
@@ -124,7 +134,9 @@ def main() -> None:
 
     # The text rows of one step, with leaf vectors standing in for C_v2w outputs.
     d = bundle.token_dim
-    word = torch.randn(b, d, device=device) * model.token_norm
+    k = model.sketch_tokens
+    shape = (b, d) if k == 1 else (b, k, d)
+    word = torch.randn(*shape, device=device) * model.token_norm
 
     def text_specs(leaf: torch.Tensor) -> dict[str, QuerySpec]:
         opts = _forward_options(cfg, model, b, torch.Generator().manual_seed(1))
@@ -180,6 +192,7 @@ def main() -> None:
         "model": args.model,
         "image_size": size,
         "batch_size": b,
+        "sketch_tokens": k,
         "images_per_step": int(images.shape[0]),
         "text_rows_per_step": n_rows,
         "text_tokens_batched": tokens_batched,
