@@ -131,6 +131,10 @@ def fresh_bundle():
 # - $P^L$ starts from the embeddings of "a photo of" (alternative: $\mathcal{N}(0,
 #   0.02^2)$).
 #
+# This chapter keeps the paper's single pseudo-word. `DuetModel(sketch_tokens=K)` lets
+# $C_{v2w}$ write a sketch as a phrase of $K$ pseudo-words instead; chapter 09 measures
+# why the book's training on the tiny CLIP uses eight.
+#
 # The image side is trained only through its LayerNorms. The text side is trained by
 # the cross-modal triplet loss, with $\delta(a,b) = 1-\cos(a,b)$ and margin $\mu_1$ (our
 # reconstruction of the paper's $\mathcal{L}_{trip}(p^+, p^-, s_L^T)$):
