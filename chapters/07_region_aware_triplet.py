@@ -551,9 +551,13 @@ display(
 )
 
 # %% [markdown]
-# Two facts held in all our runs. The untrained query's weights are the most peaked,
-# and training spreads them out (entropy closer to 1) instead of concentrating them on
-# the drawn object: the attention on stroke patches ends near their uniform share. The
+# One fact held in all our runs, on both backbones we trained: the pooling stays close
+# to uniform (entropy about 0.8 of its maximum or more in every state; 0.88 to 0.93 on
+# the book's backbone) and the attention on stroke patches stays within a few points of
+# their uniform share, with or without $\mathcal{L}_{RT}$. Which way training moves the entropy depends on the backbone: on
+# an earlier 700-step backbone the untrained query was the most peaked and training
+# spread it out; on the book's 1400-step backbone the untrained query is the flattest
+# (0.93) and training sharpens it a little (0.88 without, 0.89 with the term). The
 # reason is in the tokens: CLIP-style training supervises only the class token, and in
 # our tiny encoder the scores of one photo's patches spread by a few hundredths (last
 # column of the table; less after training than before), so at $\tau = 0.07$ the
@@ -574,8 +578,11 @@ assert "rt" not in runs["without"].history["train"][0]  # the term was not compu
 # the trained query does not attend uniformly: entropy below log N
 assert stats["with"]["entropy"] < 1.0, stats
 if profile == "teach":
-    # training spreads the attention out (our runs: about 0.8 before, above 0.9 after)
-    assert stats["with"]["entropy"] > stats["before"]["entropy"], stats
+    # the softmax leans but does not choose: near-uniform pooling in every state, and
+    # attention on stroke patches near their uniform share
+    for name, s in stats.items():
+        assert s["entropy"] > 0.8, (name, stats)
+        assert abs(s["mass_on_strokes"] - object_share) < 0.05, (name, stats)
     rt_values = [row["rt"] for row in runs["with"].history["train"]]
     k = max(1, len(rt_values) // 5)
     assert np.mean(rt_values[-k:]) < np.mean(rt_values[:k]), "L_RT did not fall"
@@ -614,8 +621,8 @@ metrics
 #   mean of all patches ($\tau\to\infty$); `region_pool`, `region_triplet_loss` and
 #   `region_similarity` in `duet_lib.losses` match our from-scratch versions.
 # - A short training run lowers $\mathcal{L}_{RT}$, but the attention of our tiny model
-#   spreads out instead of settling on the drawn object, and after runs of under a
-#   minute Acc@1 stays within a few times chance with or without the term.
+#   stays near uniform instead of settling on the drawn object, and after runs of under
+#   a minute Acc@1 stays within about fifteen times chance with or without the term.
 # - Region-aware matching is only as good as the patch tokens it pools: CLIP does not
 #   train them to be local.
 #
