@@ -246,22 +246,23 @@ for label, key in rows:
 display(Markdown("\n".join(table)))
 
 # %% [markdown]
-# In our teach run (400 steps, best at step 400, 7.5 minutes on 2 cores) the table read:
-# FG-SBIR with the sketch-only query 0.32 (Acc@10 0.90), with the image side
-# $V(\text{sketch})$ 0.55; on the duet gallery the duet 0.81, sketch only 0.18, text only
-# 0.20, and the late fusion of the duet's own sketch-only and text-only queries 0.86.
-# The duet is four times either single modality, yet two gaps remain. The sketch-only
-# query finds the right shape less often than the image side: the phrase of
-# pseudo-words still loses part of the sketch's shape on its way through the tiny
-# frozen text encoder. And the duet's appearance@1 (0.86) is held back by the
-# backbone's weak colour reading (chapter 02: zero-shot colour 0.70), which no training
-# here can repair since the text encoder is frozen.
+# In our teach run (400 steps, best at step 400, about 8 minutes on 2 busy cores) the
+# table read: FG-SBIR with the sketch-only query 0.37 (Acc@10 0.94), with the image side
+# $V(\text{sketch})$ 0.56; on the duet gallery the duet 0.85, sketch only 0.21, text
+# only 0.20, and the late fusion of the duet's own sketch-only and text-only queries
+# 0.89. The duet is four times either single modality, yet two gaps remain. The
+# sketch-only query finds the right shape less often than the image side: the phrase
+# of pseudo-words still loses part of the sketch's shape on its way through the tiny
+# frozen text encoder, and composing inside that encoder trails adding its two outputs.
+# And the duet's appearance@1 (0.89) is held back by the backbone's weak colour reading
+# (chapter 02: zero-shot colour 0.70), which no training here can repair since the
+# text encoder is frozen.
 #
 # ## Checks
 #
 # Claims of this chapter: training ran and its losses fell; the checkpoint was selected
 # on validation; in the teach profile the sketch-only FG-SBIR validation Acc@1 reaches the
-# book's target of 0.6 (our teach run does not: 0.32), and on the world the duet beats
+# book's target of 0.6 (our teach run does not: 0.37), and on the world the duet beats
 # both single modalities.
 
 # %%
