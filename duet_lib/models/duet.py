@@ -16,7 +16,8 @@ G         :class:`~duet_lib.models.decoder.ImageDecoder`          yes (training 
 Queries are token sequences read by the frozen text tower. Each kind is written as
 a template with one placeholder symbol per learned vector (three for P^L, one for
 the sketch word s^w, one for the difference word Delta^w), followed by real words
-where the kind has them:
+where the kind has them. With ``sketch_tokens=K_s`` each word becomes a phrase of
+K_s placeholders (the table shows K_s = 1, the paper's setting):
 
 =================  =============================  ==========================
 kind               sequence                       template (K = 3 prompt tokens)
