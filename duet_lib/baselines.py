@@ -87,6 +87,8 @@ from duet_lib.models.text_encoding import (
     encode_text,
     encode_text_with_pseudo_tokens,
     placeholder_id,
+    placeholders,
+    pseudo_rows,
     tokenize_templates,
 )
 from duet_lib.repro import resolve_device
@@ -286,6 +288,7 @@ class BaselineConfig:
             _number("map_weight_decay", self.map_weight_decay, 0.0, 1.0),
             _number("tau", self.tau, 1e-4, 10.0),
             _integer("map_hidden", self.map_hidden, 1, none_ok=True),
+            _integer("word_tokens", self.word_tokens, 1),
             _number("map_dropout", self.map_dropout, 0.0, 0.99),
         ]
         for name in ("quiet", "augment"):
@@ -310,14 +313,6 @@ class BaselineConfig:
         if self.mining == "given" and not negatives:
             problems.append(
                 'mining="given" needs negatives; name a kind or use "batch_hardest"'
-            )
-        if (
-            isinstance(self.word_tokens, bool)
-            or not isinstance(self.word_tokens, int)
-            or self.word_tokens < 1
-        ):
-            problems.append(
-                f"word_tokens must be an integer >= 1, got {self.word_tokens!r}"
             )
         if not isinstance(self.template, str) or self.template.count(PLACEHOLDER) != 1:
             problems.append(
@@ -602,7 +597,7 @@ def _pseudo_queries(
         ids = ids_all.expand(len(r), -1) if shared else ids_all[r.start : r.stop]
         parts.append(
             encode_text_with_pseudo_tokens(
-                model, ids, _slots(words[r.start : r.stop]), pid
+                model, ids, pseudo_rows(words[r.start : r.stop]), pid
             )
         )
     return F.normalize(torch.cat(parts).float(), dim=-1)
@@ -1022,12 +1017,7 @@ def _build_mapper(bundle: ClipBundle, cfg: BaselineConfig) -> VisualToWord:
 
 def _phrase_template(cfg: BaselineConfig) -> str:
     """``cfg.template`` with its placeholder repeated once per pseudo-word."""
-    return cfg.template.replace(PLACEHOLDER, " ".join([PLACEHOLDER] * cfg.word_tokens))
-
-
-def _slots(words: torch.Tensor) -> torch.Tensor:
-    """Pseudo-words as placeholder rows: (Q, d) -> (Q, 1, d); (Q, K, d) as is."""
-    return words.unsqueeze(1) if words.ndim == 2 else words
+    return cfg.template.replace(PLACEHOLDER, placeholders(cfg.word_tokens))
 
 
 def _result_from_checkpoint(
@@ -1383,7 +1373,7 @@ def inversion_loss(
     text = encode_text_with_pseudo_tokens(
         bundle.model,
         template_ids.expand(b, -1),
-        _slots(words),
+        pseudo_rows(words),
         placeholder_id(bundle),
         normalize=True,
     )  # (B, E)
@@ -1493,13 +1483,14 @@ def train_inversion(
         optimizer = torch.optim.AdamW(
             mapper.parameters(), lr=cfg.lr_map, weight_decay=cfg.map_weight_decay
         )
-        ids = tokenize_templates(bundle, [_phrase_template(cfg)])  # (1, L)
+        template = _phrase_template(cfg)
+        ids = tokenize_templates(bundle, [template])  # (1, L)
         n_train = len(train_ids)
         per_epoch = n_train // cfg.batch_size
 
         def validate() -> dict[str, float | int]:
             return _roundtrip_metrics(
-                bundle, mapper, val_emb, _phrase_template(cfg), cfg.eval_batch_size
+                bundle, mapper, val_emb, template, cfg.eval_batch_size
             )
 
         def state() -> dict[str, torch.Tensor]:
@@ -1558,7 +1549,7 @@ def train_inversion(
         method="inversion",
         bundle=bundle,
         mapper=mapper,
-        template=_phrase_template(cfg),
+        template=template,
         config=cfg,
         history=history,
         best_step=best[0],

@@ -58,6 +58,8 @@ from duet_lib.models.text_encoding import (
     PLACEHOLDER,
     encode_token_embeddings,
     placeholder_id,
+    placeholders,
+    pseudo_rows,
     tokenize_templates,
 )
 
@@ -140,8 +142,7 @@ class QuerySpec:
 
 def _template(n_slots: int, words: str = "") -> str:
     """``n_slots`` placeholders followed by optional real words."""
-    slots = " ".join([PLACEHOLDER] * n_slots)
-    return f"{slots} {words}".strip()
+    return f"{placeholders(n_slots)} {words}".strip()
 
 
 class DuetModel(nn.Module):
@@ -269,7 +270,6 @@ class DuetModel(nn.Module):
                     f"the placeholder {PLACEHOLDER!r}"
                 )
         k, ns = n_prompt_tokens, sketch_tokens
-        word_slots = " ".join([PLACEHOLDER] * ns)
         # Token id tables, (rows, L) int64, kept as non-persistent buffers so they
         # follow the model across devices but stay out of checkpoints.
         self.register_buffer(
@@ -281,7 +281,7 @@ class DuetModel(nn.Module):
         self.register_buffer(
             "_ids_fixed",
             tokenize_templates(
-                bundle, [f"{p} {word_slots}" for p in self.fixed_prompts]
+                bundle, [f"{p} {placeholders(ns)}" for p in self.fixed_prompts]
             ),
             False,
         )
@@ -429,7 +429,7 @@ class DuetModel(nn.Module):
     def spec_sketch(self, sketch_word: torch.Tensor) -> QuerySpec:
         """[P^L ; s^w] for s^w (B, d): B rows, output (B, E)."""
         b = self._rows(sketch_word)
-        pseudo = torch.cat([self._prompt_rows(b), _slots(sketch_word)], dim=1)
+        pseudo = torch.cat([self._prompt_rows(b), pseudo_rows(sketch_word)], dim=1)
         return QuerySpec(self._ids_sketch.expand(b, -1), pseudo, (b,))
 
     def spec_fixed(
@@ -447,10 +447,10 @@ class DuetModel(nn.Module):
         n_fixed = len(self.fixed_prompts)
         if prompt_index is None:
             ids = self._ids_fixed.repeat(b, 1)  # (B * F, L), row b*F + f
-            pseudo = _slots(sketch_word).repeat_interleave(n_fixed, dim=0)
+            pseudo = pseudo_rows(sketch_word).repeat_interleave(n_fixed, dim=0)
             return QuerySpec(ids, pseudo, (b, n_fixed))
         index = _index_tensor(prompt_index, b, n_fixed, "prompt_index", self._ids_fixed)
-        return QuerySpec(self._ids_fixed[index], _slots(sketch_word), (b,))
+        return QuerySpec(self._ids_fixed[index], pseudo_rows(sketch_word), (b,))
 
     def spec_delta(
         self, sketch_word: torch.Tensor, delta_word: torch.Tensor
@@ -463,7 +463,7 @@ class DuetModel(nn.Module):
                 f"{tuple(sketch_word.shape)}"
             )
         pseudo = torch.cat(
-            [self._prompt_rows(b), _slots(sketch_word), _slots(delta_word)],
+            [self._prompt_rows(b), pseudo_rows(sketch_word), pseudo_rows(delta_word)],
             dim=1,
         )
         return QuerySpec(self._ids_delta.expand(b, -1), pseudo, (b,))
@@ -503,7 +503,7 @@ class DuetModel(nn.Module):
             )
             word, shape = sketch_word, (b,)
         rows = word.shape[0]
-        pseudo = torch.cat([self._prompt_rows(rows), _slots(word)], dim=1)
+        pseudo = torch.cat([self._prompt_rows(rows), pseudo_rows(word)], dim=1)
         return QuerySpec(self._ids_neutral[flat.to(device)], pseudo, shape)
 
     def spec_text(self, sketch_word: torch.Tensor, texts: Sequence[str]) -> QuerySpec:
@@ -538,7 +538,7 @@ class DuetModel(nn.Module):
         k = self.n_prompt_tokens
         ns = self.sketch_tokens
         ids = tokenize_templates(self.bundle, [_template(k + ns, t) for t in texts])
-        pseudo = torch.cat([self._prompt_rows(b), _slots(sketch_word)], dim=1)
+        pseudo = torch.cat([self._prompt_rows(b), pseudo_rows(sketch_word)], dim=1)
         return QuerySpec(ids.to(self._ids_sketch.device), pseudo, (b,))
 
     # -------------------------------------------------------------- text encoding
@@ -751,11 +751,6 @@ class DuetModel(nn.Module):
             f"fixed_prompts={len(self.fixed_prompts)}, "
             f"neutral_texts={len(self.neutral_texts)}, delta={self.delta_options}"
         )
-
-
-def _slots(word: torch.Tensor) -> torch.Tensor:
-    """Words as placeholder rows: (B, d) -> (B, 1, d); (B, K_s, d) unchanged."""
-    return word.unsqueeze(1) if word.ndim == 2 else word
 
 
 def _index_tensor(

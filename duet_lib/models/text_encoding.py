@@ -36,6 +36,8 @@ __all__ = [
     "encode_token_ids",
     "insert_pseudo_tokens",
     "placeholder_id",
+    "placeholders",
+    "pseudo_rows",
     "tokenize_templates",
 ]
 
@@ -61,6 +63,17 @@ def _text_tower(model: nn.Module) -> nn.Module:
             f"text pooling {pool!r} is not supported; only end-of-text ('argmax')"
         )
     return tower
+
+
+def placeholders(n: int) -> str:
+    """``n`` placeholder symbols separated by spaces: the slots of an n-word phrase."""
+    return " ".join([PLACEHOLDER] * n)
+
+
+def pseudo_rows(words: torch.Tensor) -> torch.Tensor:
+    """Pseudo-words as per-row placeholder vectors: (B, d) -> (B, 1, d) for one
+    word per row; (B, K, d) phrases pass unchanged."""
+    return words.unsqueeze(1) if words.ndim == 2 else words
 
 
 def _tokenizer_of(bundle_or_tokenizer: Any) -> Any:

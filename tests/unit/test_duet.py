@@ -41,6 +41,23 @@ def _word(model: DuetModel, word: str) -> torch.Tensor:
     return model.clip.token_embedding.weight[ids[0]].detach()
 
 
+def _assert_slot_counts(
+    model: DuetModel, word: torch.Tensor, sketch: int, delta: int, fixed: int
+) -> None:
+    """Every query kind's rows hold the expected number of placeholders, and as
+    many vectors fill them (neutral and text rows have the sketch query's slots)."""
+    pid = model.placeholder
+    for spec, k in (
+        (model.spec_sketch(word), sketch),
+        (model.spec_delta(word, word), delta),
+        (model.spec_fixed(word, 0), fixed),
+        (model.spec_neutral(word, 0), sketch),
+        (model.spec_text(word, "in red"), sketch),
+    ):
+        assert (spec.ids == pid).sum(dim=1).tolist() == [k] * B
+        assert spec.pseudo.shape == (B, k, model.bundle.token_dim)
+
+
 def test_trainable_names_are_visual_layernorms_and_our_modules(
     model: DuetModel,
 ) -> None:
@@ -101,17 +118,9 @@ def test_query_builder_shapes(model: DuetModel) -> None:
             e,
         )
         assert model.query_text(s, ["in red", "striped", "on sand"]).shape == (B, e)
-    word = torch.randn(B, model.bundle.token_dim)
-    pid = model.placeholder
-    for spec, k in (
-        (model.spec_sketch(word), 4),
-        (model.spec_delta(word, word), 5),
-        (model.spec_fixed(word, 0), 1),
-        (model.spec_neutral(word, 0), 4),
-        (model.spec_text(word, "in red"), 4),
-    ):
-        assert (spec.ids == pid).sum(dim=1).tolist() == [k] * B
-        assert spec.pseudo.shape == (B, k, model.bundle.token_dim)
+    _assert_slot_counts(
+        model, torch.randn(B, model.bundle.token_dim), sketch=4, delta=5, fixed=1
+    )
     with pytest.raises(ValueError, match=r"\[0, "):
         model.query_fixed(s, f)
 
@@ -299,16 +308,7 @@ def test_sketch_phrase_of_several_pseudo_words() -> None:
             e,
         )
         assert m.query_text(s, "in red").shape == (B, e)
-    pid = m.placeholder
-    for spec, k in (
-        (m.spec_sketch(word), 5),
-        (m.spec_delta(word, word), 7),
-        (m.spec_fixed(word, 0), 2),
-        (m.spec_neutral(word, 0), 5),
-        (m.spec_text(word, "in red"), 5),
-    ):
-        assert (spec.ids == pid).sum(dim=1).tolist() == [k] * B
-        assert spec.pseudo.shape == (B, k, d)
+    _assert_slot_counts(m, word, sketch=5, delta=7, fixed=2)
     with pytest.raises(ValueError, match=r"\(B, 2, d\)"):
         m.spec_sketch(torch.randn(B, d))
     pair = torch.stack([_word(m, "shoe"), _word(m, "chair")])[None].expand(2, -1, -1)
