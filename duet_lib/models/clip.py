@@ -31,6 +31,7 @@ import contextlib
 import difflib
 import json
 import logging
+import math
 import os
 import socket
 import threading
@@ -58,8 +59,11 @@ __all__ = [
     "available_models",
     "count_parameters",
     "duet_model_names",
+    "block_normalize",
+    "embedding_blocks",
     "encode_image_with_tokens",
     "freeze_for_duet",
+    "set_embedding_blocks",
     "load_clip",
     "register_configs",
     "save_clip",
@@ -562,6 +566,9 @@ def _load_duet_checkpoint(
     stem = ckpt.get("stem")
     if stem is not None:
         _apply_stem(model, stem)
+    blocks = ckpt.get("embedding_blocks")
+    if blocks is not None:
+        set_embedding_blocks(model, int(blocks["dims"]), float(blocks["share"]))
     try:
         model.load_state_dict(ckpt["state_dict"], strict=True)
     except RuntimeError as err:
@@ -571,6 +578,7 @@ def _load_duet_checkpoint(
     extra = ckpt.get("extra") or {}
     return model, {
         "stem": stem,
+        "embedding_blocks": blocks,
         "extra": extra,
         "quick_gelu": quick_gelu or stored_gelu,
     }
@@ -784,12 +792,77 @@ def save_clip(
         "context_length": int(bundle.context_length),
         "quick_gelu": bool(bundle.meta.get("quick_gelu", False)),
         "stem": bundle.meta.get("stem"),
+        "embedding_blocks": embedding_blocks(bundle.model),
         "pretrained": None if bundle.pretrained is None else str(bundle.pretrained),
         "open_clip_version": open_clip.__version__,
         "state_dict": state,
         "extra": dict(extra or {}),
     }
     return save_checkpoint(payload, path)
+
+
+# ----------------------------------------------------------------- embedding blocks
+
+
+def block_normalize(x: torch.Tensor, dims: int, share: float) -> torch.Tensor:
+    """Give the first ``dims`` dimensions a fixed share of a unit vector (chapter 02).
+
+    Each block of the last axis, ``x[..., :dims]`` (the shape block) and
+    ``x[..., dims:]`` (the rest), is L2-normalised on its own; the first is scaled
+    by sqrt(share), the second by sqrt(1 - share). The result has unit norm and
+    the shape block holds exactly ``share`` of its squared norm, so the cosine of
+    two such vectors is ``share`` x (shape-block cosine) + (1 - share) x (rest
+    cosine).
+
+    Shapes: (..., E) -> (..., E).
+    """
+    _check_blocks(x.shape[-1], dims, share)
+    head = torch.nn.functional.normalize(x[..., :dims], dim=-1) * math.sqrt(share)
+    tail = torch.nn.functional.normalize(x[..., dims:], dim=-1) * math.sqrt(1 - share)
+    return torch.cat([head, tail], dim=-1)
+
+
+def _check_blocks(width: int, dims: Any, share: Any) -> None:
+    if isinstance(dims, bool) or not isinstance(dims, int) or not 0 < dims < width:
+        raise ValueError(f"block dims must be an int in [1, {width - 1}], got {dims!r}")
+    if isinstance(share, bool) or not isinstance(share, int | float):
+        raise ValueError(f"block share must be a number in (0, 1), got {share!r}")
+    if not 0.0 < float(share) < 1.0:
+        raise ValueError(f"block share must lie in (0, 1), got {share!r}")
+
+
+def embedding_blocks(model: nn.Module) -> dict[str, Any] | None:
+    """The image embedding's block layout set by :func:`set_embedding_blocks`,
+    as ``{"dims": int, "share": float}``, or None (a plain embedding)."""
+    spec = getattr(model.visual, "duet_blocks", None)
+    return None if spec is None else dict(spec)
+
+
+def set_embedding_blocks(model: nn.Module, dims: int, share: float) -> None:
+    """Make the image tower's output block-normalised (:func:`block_normalize`).
+
+    The layout is a fixed part of the architecture, not a parameter: it is
+    applied by a forward hook on ``model.visual`` (so ``encode_image`` and
+    :func:`encode_image_with_tokens` agree), saved by :func:`save_clip` and
+    restored by :func:`load_clip`. Calling it again replaces the layout.
+
+    Args:
+        model: an open_clip CLIP.
+        dims: size of the first block, 0 < dims < E.
+        share: the first block's share of the squared norm, 0 < share < 1.
+    """
+    visual = model.visual
+    _check_blocks(int(visual.output_dim), dims, share)
+    old = getattr(visual, "_duet_blocks_hook", None)
+    if old is not None:
+        old.remove()
+    visual.duet_blocks = {"dims": int(dims), "share": float(share)}
+
+    def hook(_module: nn.Module, _inputs: Any, output: torch.Tensor) -> torch.Tensor:
+        spec = visual.duet_blocks
+        return block_normalize(output, spec["dims"], spec["share"])
+
+    visual._duet_blocks_hook = visual.register_forward_hook(hook)
 
 
 # --------------------------------------------------------------------- vision tokens
@@ -846,6 +919,10 @@ def encode_image_with_tokens(
     if visual.proj is not None:
         pooled = pooled @ visual.proj
         tokens = tokens @ visual.proj
+    blocks = embedding_blocks(model)
+    if blocks is not None:
+        pooled = block_normalize(pooled, blocks["dims"], blocks["share"])
+        tokens = block_normalize(tokens, blocks["dims"], blocks["share"])
     if normalize:
         pooled = torch.nn.functional.normalize(pooled, dim=-1)
         tokens = torch.nn.functional.normalize(tokens, dim=-1)

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from duet_lib.checkpoint import config_hash, load_checkpoint, save_checkpoint
-from duet_lib.models.clip import ClipBundle, load_clip, save_clip
+from duet_lib.models.clip import ClipBundle, load_clip, save_clip, set_embedding_blocks
 from duet_lib.models.text_encoding import encode_token_ids
 from duet_lib.paths import cache_dir
 
@@ -62,6 +62,11 @@ class PretrainConfig:
             dimensions of the joint embedding (0: all of them). A shape subspace
             lets the remaining dimensions keep appearance for the captions.
         image_image_tau: temperature of the image–image InfoNCE.
+        shape_share: with ``image_image_dims`` > 0, the image embedding becomes
+            block-normalised (:func:`duet_lib.models.clip.block_normalize`): the
+            image–image block holds this share of its squared norm, the rest the
+            remainder, in training and in every later use of the model
+            (0: a plain embedding).
         line_drawing_fraction: share of batch slots showing a line drawing.
         shape_neighbours: batches are built from groups of this many geometries
             that lie close in shape-parameter space (1: uniform batches). Near
@@ -82,6 +87,7 @@ class PretrainConfig:
     image_image_weight: float = 1.0
     image_image_dims: int = 0
     image_image_tau: float = 0.1
+    shape_share: float = 0.0
     line_drawing_fraction: float = 0.3
     shape_neighbours: int = 1
     checkpoint_every: int = 100
@@ -104,6 +110,12 @@ class PretrainConfig:
             problems.append("image_image_weight must be >= 0")
         if self.image_image_dims < 0:
             problems.append("image_image_dims must be >= 0 (0: all dimensions)")
+        if not 0 <= self.shape_share < 1:
+            problems.append("shape_share must lie in [0, 1) (0: a plain embedding)")
+        elif self.shape_share > 0 and self.image_image_dims == 0:
+            problems.append(
+                "shape_share > 0 needs image_image_dims > 0 (the block size)"
+            )
         if not 0 < self.image_image_tau <= 1:
             problems.append("image_image_tau must lie in (0, 1]")
         if not 0 < self.lr < 1:
@@ -114,8 +126,16 @@ class PretrainConfig:
             raise ValueError("invalid PretrainConfig: " + "; ".join(problems))
 
     def key(self) -> str:
-        """Cache key: a short hash of every field."""
-        return config_hash(asdict(self))
+        """Cache key: a short hash of every field.
+
+        Fields added after the first release are left out while they hold their
+        neutral value, so existing caches keep their names.
+        """
+        fields = asdict(self)
+        for name, neutral in _NEUTRAL_LATER_FIELDS.items():
+            if fields[name] == neutral:
+                del fields[name]
+        return config_hash(fields)
 
     @classmethod
     def for_profile(cls, profile: str, **overrides: Any) -> PretrainConfig:
@@ -143,6 +163,11 @@ class PretrainConfig:
                 f"{', '.join(presets)} (the paper profile loads ViT-B-32 weights)"
             )
         return cls(**{**presets[profile], **overrides})
+
+
+#: Fields added to :class:`PretrainConfig` later, with the value that reproduces
+#: the behaviour from before they existed.
+_NEUTRAL_LATER_FIELDS: dict[str, Any] = {"shape_share": 0.0}
 
 
 @dataclass
@@ -381,6 +406,8 @@ def pretrain_clip(
 
     bundle = load_clip(cfg.model_name, None, seed=cfg.seed)
     model = bundle.model
+    if cfg.shape_share > 0:
+        set_embedding_blocks(model, cfg.image_image_dims, cfg.shape_share)
     model.train()
     optimizer = _make_optimizer(model, cfg)
     last = folder / "last.pt"

@@ -117,6 +117,44 @@ def test_encode_image_with_tokens(which: str, request: pytest.FixtureRequest) ->
     torch.testing.assert_close(unit.norm(dim=-1), torch.ones(1, grid * grid))
 
 
+def test_block_normalize_shares_and_cosine() -> None:
+    x, y = torch.randn(5, 10), torch.randn(5, 10)
+    bx, by = C.block_normalize(x, 4, 0.7), C.block_normalize(y, 4, 0.7)
+    torch.testing.assert_close(bx.norm(dim=-1), torch.ones(5))
+    torch.testing.assert_close((bx[:, :4] ** 2).sum(-1), torch.full((5,), 0.7))
+    cos = lambda a, b: torch.nn.functional.cosine_similarity(a, b, dim=-1)  # noqa: E731
+    expected = 0.7 * cos(x[:, :4], y[:, :4]) + 0.3 * cos(x[:, 4:], y[:, 4:])
+    torch.testing.assert_close((bx * by).sum(-1), expected)
+    for dims, share in ((0, 0.5), (10, 0.5), (4, 0.0), (4, 1.0), (True, 0.5)):
+        with pytest.raises(ValueError, match="block"):
+            C.block_normalize(x, dims, share)
+
+
+def test_embedding_blocks_apply_to_every_image_path(tmp_path) -> None:
+    bundle = C.load_clip("duet-tiny-conv-96", None, seed=0)
+    x = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        plain = bundle.model.encode_image(x)
+    assert C.embedding_blocks(bundle.model) is None
+    C.set_embedding_blocks(bundle.model, 32, 0.8)
+    C.set_embedding_blocks(bundle.model, 64, 0.9)  # replaces, never stacks
+    with torch.no_grad():
+        pooled = bundle.model.encode_image(x)
+        via_tokens, tokens = C.encode_image_with_tokens(bundle.model, x)
+    torch.testing.assert_close(pooled, C.block_normalize(plain, 64, 0.9))
+    torch.testing.assert_close(via_tokens, pooled)
+    torch.testing.assert_close(
+        (tokens[..., :64] ** 2).sum(-1), torch.full((2, 36), 0.9)
+    )
+    path = C.save_clip(bundle, tmp_path / "blocks.pt")
+    again = C.load_clip("duet-tiny-conv-96", path)
+    assert C.embedding_blocks(again.model) == {"dims": 64, "share": 0.9}
+    with torch.no_grad():
+        torch.testing.assert_close(again.model.encode_image(x), pooled)
+    with pytest.raises(ValueError, match="block dims"):
+        C.set_embedding_blocks(bundle.model, 128, 0.5)
+
+
 def test_encode_image_with_tokens_rejects_wrong_size(tiny: C.ClipBundle) -> None:
     with pytest.raises(ValueError, match="tokens"):
         C.encode_image_with_tokens(tiny.model, torch.zeros(1, 3, 128, 128))

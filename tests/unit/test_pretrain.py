@@ -53,6 +53,37 @@ def test_finished_model_is_reused_from_the_cache(tmp_path, monkeypatch):
 def test_config_key_changes_with_any_field():
     assert _cfg().key() != _cfg(image_image_weight=0.5).key()
     assert _cfg().key() == _cfg().key()
+    blocks = _cfg(image_image_dims=4, shape_share=0.9)
+    assert blocks.key() not in (_cfg().key(), _cfg(image_image_dims=4).key())
+
+
+def test_key_of_a_config_without_later_fields_is_unchanged():
+    # shape_share was added later: at its neutral value it must not rename caches
+    # written before it existed (the hash of the old field set)
+    from dataclasses import asdict
+
+    from duet_lib.checkpoint import config_hash
+
+    cfg = _cfg(image_image_dims=4)
+    old_fields = {k: v for k, v in asdict(cfg).items() if k != "shape_share"}
+    assert cfg.key() == config_hash(old_fields)
+
+
+def test_shape_share_trains_saves_and_reloads_a_block_embedding(tmp_path, monkeypatch):
+    from duet_lib.models.clip import embedding_blocks, load_clip
+
+    monkeypatch.setenv("DUET_CACHE_DIR", str(tmp_path))
+    cfg = _cfg(steps=2, image_image_dims=16, shape_share=0.75)
+    result = pretrain_clip(cfg, quiet=True)
+    assert embedding_blocks(result.bundle.model) == {"dims": 16, "share": 0.75}
+    again = load_clip(cfg.model_name, result.checkpoint)
+    assert embedding_blocks(again.model) == {"dims": 16, "share": 0.75}
+    x = torch.randn(3, 3, again.image_size, again.image_size)
+    with torch.no_grad():
+        a, b = result.bundle.model.encode_image(x), again.model.encode_image(x)
+    torch.testing.assert_close(a, b)
+    torch.testing.assert_close(a.norm(dim=-1), torch.ones(3))
+    torch.testing.assert_close((a[:, :16] ** 2).sum(-1), torch.full((3,), 0.75))
 
 
 @pytest.mark.parametrize(
@@ -62,6 +93,8 @@ def test_config_key_changes_with_any_field():
         ({"line_drawing_fraction": 1.5}, "line_drawing_fraction"),
         ({"batch_size": 64, "corpus_size": 16}, "batch_size"),
         ({"lr": 0.0}, "lr"),
+        ({"shape_share": 0.5}, "needs image_image_dims"),
+        ({"image_image_dims": 8, "shape_share": 1.0}, "shape_share"),
     ],
 )
 def test_bad_config_is_refused(kw, match):
