@@ -53,6 +53,7 @@ from duet_lib.models.text_encoding import (
 )
 from duet_lib.plotting import use_book_style
 from duet_lib.probes import (
+    attribute_predictions,
     attribute_probes,
     same_shape_retrieval,
     sketch_to_photo_zero_shot,
@@ -347,7 +348,53 @@ display(Markdown("\n".join(table)))
 # which points at the pattern's accent colour: the renderer paints patterns near-black
 # on white, yellow and pink objects and near-white on dark ones, so a small model that
 # reads "how much white" or "how much black" is often fooled.
-#
+
+# %%
+colours, truth, guess = attribute_predictions(bundle, ws, test_photos, "colour")
+index = {c: i for i, c in enumerate(colours)}
+confusion = np.zeros((len(colours), len(colours)), dtype=int)
+for t, g in zip(truth, guess, strict=True):
+    confusion[index[t], index[g]] += 1
+patterns = sorted({ws.attributes[p]["pattern"] for p in test_photos})
+colour_by_pattern = {
+    pat: float(
+        np.mean(
+            [
+                t == g
+                for t, g, pid in zip(truth, guess, test_photos, strict=True)
+                if ws.attributes[pid]["pattern"] == pat
+            ]
+        )
+    )
+    for pat in patterns
+}
+fig, (ax_c, ax_p) = plt.subplots(
+    1, 2, figsize=(10, 4.2), gridspec_kw={"width_ratios": [1.5, 1]}
+)
+rates = confusion / np.maximum(confusion.sum(1, keepdims=True), 1)
+ax_c.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+ax_c.set_xticks(range(len(colours)), colours, rotation=60, ha="right")
+ax_c.set_yticks(range(len(colours)), colours)
+ax_c.set_xlabel("read as")
+ax_c.set_ylabel("true colour")
+ax_c.set_title("zero-shot colour, test photos (row-normalised)")
+ax_p.bar(patterns, [colour_by_pattern[p] for p in patterns], color="#4c72b0")
+ax_p.axhline(0.9, color="grey", ls="--", lw=1)
+ax_p.set_ylim(0, 1)
+ax_p.set_ylabel("colour accuracy")
+ax_p.set_title("by pattern")
+fig.tight_layout()
+save_figure(fig, out_dir, "colour_errors")
+plt.show()
+off_diagonal = [
+    (int(confusion[i, j]), colours[i], colours[j])
+    for i in range(len(colours))
+    for j in range(len(colours))
+    if i != j and confusion[i, j]
+]
+print("most frequent confusions (count, true, read as):", sorted(off_diagonal)[::-1][:5])
+
+# %% [markdown]
 # ## Reading vectors as words
 #
 # The duet feeds the frozen text encoder vectors that are not words. `duet_lib` encodes a
@@ -407,6 +454,7 @@ metrics = {
     "pattern": probes["pattern"],
     "background": probes["background"],
     "colour_heldout": probes_held.get("colour", float("nan")),
+    "colour_by_pattern": colour_by_pattern,
     "same_shape_acc@1": gate["acc@1"],
     "same_shape_acc@5": gate["acc@5"],
     "sketch_zero_shot_acc@1": sketch0["acc@1"],

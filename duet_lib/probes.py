@@ -141,6 +141,38 @@ def _prompts(
     return out
 
 
+def attribute_predictions(
+    bundle: ClipBundle,
+    ws: SketchPhotoSet,
+    photo_ids: Sequence[str],
+    attribute: str,
+    image_emb: torch.Tensor | None = None,
+) -> tuple[list[str], list[str], list[str]]:
+    """Zero-shot class of one attribute for every photo (chapter 02).
+
+    Each photo gets the class whose prompt embedding (the normalised mean over the
+    probe templates and the world's nouns) is nearest to the photo's embedding.
+
+    Returns:
+        ``(classes, truth, predicted)``: the sorted class names of the world, and
+        per photo its true and its predicted class.
+    """
+    if not photo_ids:
+        raise ValueError("attribute probes need at least one photo")
+    if attribute not in PROBE_TEMPLATES:
+        raise ValueError(
+            f"unknown attribute {attribute!r}; valid: {', '.join(PROBE_TEMPLATES)}"
+        )
+    if image_emb is None:
+        image_emb = embed_images(bundle, photo_arrays(ws, photo_ids, bundle.image_size))
+    nouns = sorted({ws.attributes[p]["category"] for p in ws.attributes})
+    classes = sorted({ws.attributes[p][attribute] for p in ws.attributes})
+    text = class_embeddings(bundle, classes, _prompts(attribute, classes, nouns))
+    pred = (image_emb @ text.t()).argmax(1).tolist()
+    truth = [ws.attributes[p][attribute] for p in photo_ids]
+    return classes, truth, [classes[i] for i in pred]
+
+
 def attribute_probes(
     bundle: ClipBundle,
     ws: SketchPhotoSet,
@@ -157,14 +189,12 @@ def attribute_probes(
         raise ValueError("attribute_probes needs at least one photo")
     if image_emb is None:
         image_emb = embed_images(bundle, photo_arrays(ws, photo_ids, bundle.image_size))
-    nouns = sorted({ws.attributes[p]["category"] for p in ws.attributes})
     result: dict[str, float] = {}
     for attribute in attributes:
-        truth = [ws.attributes[p][attribute] for p in photo_ids]
-        classes = sorted({ws.attributes[p][attribute] for p in ws.attributes})
-        text = class_embeddings(bundle, classes, _prompts(attribute, classes, nouns))
-        pred = (image_emb @ text.t()).argmax(1)
-        correct = [classes[i] == t for i, t in zip(pred.tolist(), truth, strict=True)]
+        classes, truth, pred = attribute_predictions(
+            bundle, ws, photo_ids, attribute, image_emb
+        )
+        correct = [p == t for p, t in zip(pred, truth, strict=True)]
         result[attribute] = float(np.mean(correct))
         result[f"{attribute}_chance"] = 1.0 / len(classes)
     return result

@@ -82,6 +82,7 @@ from duet_lib.data.world_text import (
     appearance_phrase,
     caption,
     line_drawing_caption,
+    partial_caption,
     shape_phrases,
     shape_vocabulary,
 )
@@ -814,6 +815,7 @@ def pretraining_batch(
     difficulty: float | str = 0.0,
     held_out: Sequence[tuple[str, str, str]] = DEFAULT_HELD_OUT,
     drawings: bool = True,
+    partial_captions: float = 0.0,
 ) -> PretrainingBatch:
     """Render a batch of pretraining pairs at the model size (chapter 02).
 
@@ -830,9 +832,18 @@ def pretraining_batch(
         difficulty: the shape spread knob (as for the world).
         held_out: triples to exclude.
         drawings: also render line drawings.
+        partial_captions: share of photo captions replaced by a short caption
+            that names only some attributes (:func:`partial_caption`). The choice
+            draws from a child generator spawned from ``rng``, so images and full
+            captions are the same as with 0.
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise WorldError(f"n must be an int >= 1, got {n!r}")
+    if not 0.0 <= partial_captions <= 1.0:
+        raise WorldError(
+            f"partial_captions must lie in [0, 1], got {partial_captions!r}"
+        )
+    short_rng = rng.spawn(1)[0] if partial_captions > 0 else None
     for c in categories:
         if c not in CATEGORIES:
             raise WorldError(f"unknown category {c!r}; valid: {', '.join(CATEGORIES)}")
@@ -855,6 +866,10 @@ def pretraining_batch(
         b = photo_attributes(shape, app_b)
         cap_a.append(caption(a, rng))
         cap_b.append(caption(b, rng))
+        if short_rng is not None:
+            for caps, attrs in ((cap_a, a), (cap_b, b)):
+                if short_rng.random() < partial_captions:
+                    caps[-1] = partial_caption(attrs, short_rng)
         cap_d.append(line_drawing_caption(a, rng))
         if dr is not None:
             dr[i] = render_line_drawing(shape, size)
@@ -863,7 +878,7 @@ def pretraining_batch(
 
 
 def _corpus_chunk(args: tuple) -> PretrainingBatch:
-    seed, chunk, n, size, categories, difficulty, held_out, drawings = args
+    seed, chunk, n, size, categories, difficulty, held_out, drawings, partial = args
     rng = np.random.default_rng([seed, 77, chunk])
     return pretraining_batch(
         rng,
@@ -873,6 +888,7 @@ def _corpus_chunk(args: tuple) -> PretrainingBatch:
         difficulty=difficulty,
         held_out=held_out,
         drawings=drawings,
+        partial_captions=partial,
     )
 
 
@@ -888,11 +904,13 @@ def pretraining_corpus(
     workers: int = 2,
     chunk: int = 256,
     quiet: bool = False,
+    partial_captions: float = 0.0,
 ) -> PretrainingBatch:
     """Pre-render ``n`` pretraining items in parallel (chapter 02).
 
     The result depends on (n, size, seed, ...) only, not on ``workers``: item
     chunks have their own seeds and are concatenated in order.
+    ``partial_captions`` is passed to :func:`pretraining_batch`.
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise WorldError(f"n must be an int >= 1, got {n!r}")
@@ -907,6 +925,7 @@ def pretraining_corpus(
             difficulty,
             tuple(map(tuple, held_out)),
             drawings,
+            partial_captions,
         )
         for i, k in enumerate(sizes)
     ]

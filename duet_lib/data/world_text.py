@@ -32,6 +32,7 @@ __all__ = [
     "bin_level",
     "caption",
     "line_drawing_caption",
+    "partial_caption",
     "shape_phrases",
     "shape_vocabulary",
     "templates",
@@ -162,7 +163,14 @@ def templates() -> dict[str, tuple[str, ...]]:
             )
         else:
             out[section].append(line)
-    needed = {"photo", "photo_adj", "line_drawing", "line_drawing_adj", "appearance"}
+    needed = {
+        "photo",
+        "photo_adj",
+        "photo_partial",
+        "line_drawing",
+        "line_drawing_adj",
+        "appearance",
+    }
     if missing := needed - set(out):
         raise TextError(f"world_templates.txt: missing sections {sorted(missing)}")
     return {k: tuple(v) for k, v in out.items()}
@@ -297,6 +305,23 @@ def caption(attrs: dict, rng: np.random.Generator, max_shape_words: int = 3) -> 
     if fields["shape_adj"] and rng.random() < 0.25:
         return _fill(_pick(rng, t["photo_adj"]), fields)
     return _fill(_pick(rng, t["photo"]), fields)
+
+
+def partial_caption(
+    attrs: dict, rng: np.random.Generator, max_shape_words: int = 2
+) -> str:
+    """A short caption naming only some of a photo's attributes (chapter 02).
+
+    One template of the ``[photo_partial]`` section, drawn uniformly: it names the
+    category and any subset of colour, pattern, shape words and background
+    (e.g. "a red chair", "a striped shoe on grass"). Pretraining mixes these with
+    full captions so that short prompts lie where the text encoder has been.
+    """
+    _check_attrs(attrs, need_appearance=True)
+    fields = {"noun": _NOUNS[attrs["category"]]}
+    fields.update(_appearance_fields(attrs, rng))
+    fields.update(_shape_fields(attrs, rng, max_shape_words))
+    return _fill(_pick(rng, templates()["photo_partial"]), fields)
 
 
 def line_drawing_caption(

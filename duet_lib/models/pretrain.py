@@ -68,6 +68,8 @@ class PretrainConfig:
             remainder, in training and in every later use of the model
             (0: a plain embedding).
         line_drawing_fraction: share of batch slots showing a line drawing.
+        partial_captions: share of photo captions replaced by a short caption
+            naming only some attributes ("a red chair", "a shoe on grass").
         shape_neighbours: batches are built from groups of this many geometries
             that lie close in shape-parameter space (1: uniform batches). Near
             shapes are the hard negatives of the image–image term.
@@ -89,6 +91,7 @@ class PretrainConfig:
     image_image_tau: float = 0.1
     shape_share: float = 0.0
     line_drawing_fraction: float = 0.3
+    partial_captions: float = 0.0
     shape_neighbours: int = 1
     checkpoint_every: int = 100
     format_version: int = FORMAT_VERSION
@@ -104,6 +107,8 @@ class PretrainConfig:
         ):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1")
+        if not 0 <= self.partial_captions <= 1:
+            problems.append("partial_captions must lie in [0, 1]")
         if not 0 <= self.line_drawing_fraction <= 1:
             problems.append("line_drawing_fraction must lie in [0, 1]")
         if self.image_image_weight < 0:
@@ -167,7 +172,7 @@ class PretrainConfig:
 
 #: Fields added to :class:`PretrainConfig` later, with the value that reproduces
 #: the behaviour from before they existed.
-_NEUTRAL_LATER_FIELDS: dict[str, Any] = {"shape_share": 0.0}
+_NEUTRAL_LATER_FIELDS: dict[str, Any] = {"shape_share": 0.0, "partial_captions": 0.0}
 
 
 @dataclass
@@ -321,6 +326,7 @@ def world_corpus(cfg: PretrainConfig, size: int, quiet: bool = True):
         difficulty=cfg.difficulty,
         quiet=quiet,
         workers=workers,
+        partial_captions=cfg.partial_captions,
     )
 
 

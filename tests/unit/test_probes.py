@@ -32,6 +32,30 @@ def test_attribute_probes_report_accuracy_and_chance(ws, bundle):
         probes.attribute_probes(bundle, ws, [])
 
 
+def test_attribute_predictions_agree_with_the_accuracy(ws, bundle):
+    photos = sorted(p for p, s in ws.photo_split.items() if s == "test")
+    emb = probes.embed_images(bundle, probes.photo_arrays(ws, photos, 96))
+    classes, truth, pred = probes.attribute_predictions(
+        bundle, ws, photos, "colour", emb
+    )
+    assert truth == [ws.attributes[p]["colour"] for p in photos]
+    assert set(pred) <= set(classes) and len(pred) == len(photos)
+    acc = np.mean([a == b for a, b in zip(truth, pred, strict=True)])
+    out = probes.attribute_probes(bundle, ws, photos, ("colour",), emb)
+    assert out["colour"] == pytest.approx(acc)
+    # an embedding that is exactly the class prompt of each photo's colour is read
+    # back perfectly
+    nouns = sorted({ws.attributes[p]["category"] for p in ws.attributes})
+    text = probes.class_embeddings(
+        bundle, classes, probes._prompts("colour", classes, nouns)
+    )
+    oracle = text[[classes.index(t) for t in truth]]
+    _, _, read = probes.attribute_predictions(bundle, ws, photos, "colour", oracle)
+    assert read == truth
+    with pytest.raises(ValueError, match="unknown attribute 'size'"):
+        probes.attribute_predictions(bundle, ws, photos, "size", emb)
+
+
 def test_retrievals_return_documented_keys(ws, bundle):
     gate = probes.same_shape_retrieval(bundle, ws, "test")
     assert gate["n_gallery"] == len(

@@ -19,7 +19,12 @@ from duet_lib.data.safe_pickle import safe_load
 from duet_lib.data.strokes import rasterize, split_strokes, validate_strokes
 from duet_lib.data.world_geometry import ShapeError, _local_from_outline
 from duet_lib.data.world_render import AppearanceError
-from duet_lib.data.world_text import BACKGROUND_PHRASES, PATTERN_WORDS
+from duet_lib.data.world_text import (
+    BACKGROUND_PHRASES,
+    PATTERN_WORDS,
+    partial_caption,
+    templates,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 SMOKE = W.WorldConfig.for_profile("smoke")
@@ -391,6 +396,44 @@ def test_pretraining_batch():
         assert attrs["colour"] in cap_a and attrs["category"] in cap_b
     with pytest.raises(W.WorldError, match="n must be"):
         W.pretraining_batch(np.random.default_rng(0), 0)
+
+
+def test_partial_captions_name_a_subset_and_keep_the_images():
+    full = W.pretraining_batch(np.random.default_rng(4), 24, 32)
+    mixed = W.pretraining_batch(np.random.default_rng(4), 24, 32, partial_captions=0.5)
+    np.testing.assert_array_equal(full.view_a, mixed.view_a)
+    np.testing.assert_array_equal(full.view_b, mixed.view_b)
+    changed = [
+        (f, m, attrs)
+        for f, m, attrs in zip(
+            full.caption_a, mixed.caption_a, full.attributes, strict=True
+        )
+        if f != m
+    ]
+    assert 4 <= len(changed) <= 20  # about half of 24
+    for _, m, attrs in changed:
+        assert attrs["category"] in m, m
+    # full captions always name the colour; short ones often leave it out
+    assert any(attrs["colour"] not in m.split() for _, m, attrs in changed)
+    every = W.pretraining_batch(np.random.default_rng(4), 8, 32, partial_captions=1.0)
+    assert all(c not in full.caption_a for c in every.caption_a)
+    with pytest.raises(W.WorldError, match="partial_captions"):
+        W.pretraining_batch(np.random.default_rng(0), 2, 32, partial_captions=1.5)
+
+
+def test_partial_caption_templates_cover_every_attribute_subset(shapes):
+    fields = ("{colour}", "{pattern_", "{shape}", "{bg}")
+    subsets = {
+        tuple(any(f in t for t in [tpl]) for f in fields)
+        for tpl in templates()["photo_partial"]
+    }
+    # every proper subset (2^4 - 1, the empty one included); all four: [photo]
+    assert len(subsets) == 15 and (True, True, True, True) not in subsets
+    rng = np.random.default_rng(1)
+    attrs = W.photo_attributes(shapes[0], W.random_appearance(rng))
+    for _ in range(20):
+        short = partial_caption(attrs, rng)
+        assert shapes[0].category in short and "{" not in short
 
 
 def test_scenes_and_styles_are_composable(shapes):
