@@ -55,6 +55,7 @@ from duet_lib.plotting import use_book_style
 from duet_lib.probes import (
     attribute_predictions,
     attribute_probes,
+    colour_in_context,
     same_shape_retrieval,
     sketch_to_photo_zero_shot,
     text_to_photo_retrieval,
@@ -260,6 +261,7 @@ held_photos = [
 ]
 probes = attribute_probes(bundle, ws, test_photos)
 probes_held = attribute_probes(bundle, ws, held_photos) if held_photos else {}
+colour_ctx = colour_in_context(bundle, ws, test_photos)
 gate = same_shape_retrieval(bundle, ws, "test")
 sketch0 = sketch_to_photo_zero_shot(bundle, ws, "test")
 text_held = (
@@ -269,6 +271,7 @@ text_held = (
 rows = [
     ("zero-shot category", probes["category"], probes["category_chance"]),
     ("zero-shot colour", probes["colour"], probes["colour_chance"]),
+    ("colour, read in the photo's own caption", colour_ctx["colour"], None),
     ("zero-shot pattern", probes["pattern"], probes["pattern_chance"]),
     ("zero-shot background", probes["background"], probes["background_chance"]),
 ]
@@ -392,7 +395,9 @@ off_diagonal = [
     for j in range(len(colours))
     if i != j and confusion[i, j]
 ]
-print("most frequent confusions (count, true, read as):", sorted(off_diagonal)[::-1][:5])
+print(
+    "most frequent confusions (count, true, read as):", sorted(off_diagonal)[::-1][:5]
+)
 
 # %% [markdown]
 # ## Reading vectors as words
@@ -455,6 +460,7 @@ metrics = {
     "background": probes["background"],
     "colour_heldout": probes_held.get("colour", float("nan")),
     "colour_by_pattern": colour_by_pattern,
+    "colour_in_caption": colour_ctx["colour"],
     "same_shape_acc@1": gate["acc@1"],
     "same_shape_acc@5": gate["acc@5"],
     "sketch_zero_shot_acc@1": sketch0["acc@1"],

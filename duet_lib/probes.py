@@ -7,6 +7,8 @@ held-out photos:
 - :func:`attribute_probes`: zero-shot classification of category, colour, pattern
   and background from prompts, on photos of held-out shapes (optionally only held-out
   attribute combinations).
+- :func:`colour_in_context`: the colour probe again, with each photo's own caption
+  (only its colour word varied) as the prompt instead of a short one.
 - :func:`same_shape_retrieval`: photo → photo retrieval of the same shape in another
   appearance (the shape gate; chance is 1 / number of shapes).
 - :func:`sketch_to_photo_zero_shot`: sketch → photo retrieval with no training on
@@ -19,6 +21,7 @@ Ranks are pessimistic (:mod:`duet_lib.metrics`): ties count against the query.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -198,6 +201,56 @@ def attribute_probes(
         result[attribute] = float(np.mean(correct))
         result[f"{attribute}_chance"] = 1.0 / len(classes)
     return result
+
+
+def colour_swaps(caption: str, colour: str, colours: Sequence[str]) -> list[str] | None:
+    """``caption`` once per entry of ``colours``, with the word ``colour`` replaced.
+
+    Returns None when ``colour`` is not a whole word of the caption.
+    """
+    pattern = re.compile(rf"\b{re.escape(colour)}\b")
+    if not pattern.search(caption):
+        return None
+    return [pattern.sub(c, caption) for c in colours]
+
+
+def colour_in_context(
+    bundle: ClipBundle,
+    ws: SketchPhotoSet,
+    photo_ids: Sequence[str],
+    image_emb: torch.Tensor | None = None,
+) -> dict[str, float]:
+    """Zero-shot colour with the photo's own caption as context (chapter 02).
+
+    Each photo's first stored caption is written once per colour of the world,
+    only the colour word changed (:func:`colour_swaps`), and the photo is read
+    as the colour of the nearest variant. The prompt is then in the style the
+    text encoder was trained on, so comparing with the short prompts of
+    :func:`attribute_probes` separates what the image features lack from what
+    the prompt lacks. Photos whose caption does not name the colour as a word
+    are skipped.
+
+    Returns:
+        {"colour": accuracy, "n": number of photos used}.
+    """
+    if not photo_ids:
+        raise ValueError("colour_in_context needs at least one photo")
+    if image_emb is None:
+        image_emb = embed_images(bundle, photo_arrays(ws, photo_ids, bundle.image_size))
+    colours = sorted({ws.attributes[p]["colour"] for p in ws.attributes})
+    correct = []
+    for row, pid in enumerate(photo_ids):
+        attrs = ws.attributes[pid]
+        variants = colour_swaps(attrs["captions"][0], attrs["colour"], colours)
+        if variants is None:
+            continue
+        text = embed_texts(bundle, variants)
+        correct.append(
+            colours[int((text @ image_emb[row]).argmax())] == attrs["colour"]
+        )
+    if not correct:
+        raise ValueError("no caption of these photos names its colour as a word")
+    return {"colour": float(np.mean(correct)), "n": len(correct)}
 
 
 def _variants_by_shape(ws: SketchPhotoSet, split: str) -> dict[str, list[str]]:

@@ -56,6 +56,34 @@ def test_attribute_predictions_agree_with_the_accuracy(ws, bundle):
         probes.attribute_predictions(bundle, ws, photos, "size", emb)
 
 
+def test_colour_swaps_change_only_the_colour_word():
+    out = probes.colour_swaps("a red chair with a reddish back", "red", ["blue", "red"])
+    assert out == [
+        "a blue chair with a reddish back",
+        "a red chair with a reddish back",
+    ]
+    assert probes.colour_swaps("a chair on grass", "red", ["blue"]) is None
+
+
+def test_colour_in_context_reads_an_oracle_perfectly(ws, bundle):
+    photos = sorted(p for p, s in ws.photo_split.items() if s == "test")
+    colours = sorted({ws.attributes[p]["colour"] for p in ws.attributes})
+    # an image embedding equal to its own caption's embedding is read back exactly
+    captions = [ws.attributes[p]["captions"][0] for p in photos]
+    oracle = probes.embed_texts(bundle, captions)
+    out = probes.colour_in_context(bundle, ws, photos, oracle)
+    named = [
+        p
+        for p in photos
+        if probes.colour_swaps(
+            ws.attributes[p]["captions"][0], ws.attributes[p]["colour"], colours
+        )
+    ]
+    assert out["n"] == len(named) > 0 and out["colour"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="at least one photo"):
+        probes.colour_in_context(bundle, ws, [])
+
+
 def test_retrievals_return_documented_keys(ws, bundle):
     gate = probes.same_shape_retrieval(bundle, ws, "test")
     assert gate["n_gallery"] == len(
