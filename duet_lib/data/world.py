@@ -792,6 +792,7 @@ class PretrainingBatch:
         caption_b: n captions of ``view_b``.
         caption_drawing: n line-drawing captions ("a line drawing of ...").
         attributes: n dicts (category, params, shape words, view_a appearance).
+        attributes_b: the same with ``view_b``'s appearance.
     """
 
     view_a: np.ndarray
@@ -801,6 +802,7 @@ class PretrainingBatch:
     caption_b: list[str]
     caption_drawing: list[str]
     attributes: list[dict[str, Any]] = field(default_factory=list)
+    attributes_b: list[dict[str, Any]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.caption_a)
@@ -856,7 +858,7 @@ def pretraining_batch(
     va = np.empty((n, size, size, 3), np.uint8)
     vb = np.empty_like(va)
     dr = np.empty_like(va) if drawings else None
-    cap_a, cap_b, cap_d, attrs_out = [], [], [], []
+    cap_a, cap_b, cap_d, attrs_out, attrs_b = [], [], [], [], []
     for i, c in enumerate(cats):
         shape = next(pools[c])
         app_a, app_b = _variant_appearances(rng, c, 2, exclude)
@@ -874,7 +876,8 @@ def pretraining_batch(
         if dr is not None:
             dr[i] = render_line_drawing(shape, size)
         attrs_out.append(a)
-    return PretrainingBatch(va, vb, dr, cap_a, cap_b, cap_d, attrs_out)
+        attrs_b.append(b)
+    return PretrainingBatch(va, vb, dr, cap_a, cap_b, cap_d, attrs_out, attrs_b)
 
 
 def _corpus_chunk(args: tuple) -> PretrainingBatch:
@@ -951,6 +954,7 @@ def pretraining_corpus(
         [c for p in parts for c in p.caption_b],
         [c for p in parts for c in p.caption_drawing],
         [a for p in parts for a in p.attributes],
+        [a for p in parts for a in p.attributes_b],
     )
 
 

@@ -31,6 +31,8 @@ __all__ = [
     "appearance_phrase",
     "bin_level",
     "caption",
+    "caption_description",
+    "image_description",
     "line_drawing_caption",
     "partial_caption",
     "shape_phrases",
@@ -322,6 +324,63 @@ def partial_caption(
     fields.update(_appearance_fields(attrs, rng))
     fields.update(_shape_fields(attrs, rng, max_shape_words))
     return _fill(_pick(rng, templates()["photo_partial"]), fields)
+
+
+def _has_word(text: str, word: str) -> bool:
+    return re.search(rf"\b{re.escape(word)}\b", text) is not None
+
+
+def caption_description(
+    caption: str, attrs: dict, kind: str = "photo"
+) -> frozenset[tuple[str, str]]:
+    """What a caption says about the image it was written for (chapter 02).
+
+    A set of ``(key, value)`` pairs: always the image kind ("photo" or "drawing")
+    and the category; for a photo, its colour, pattern and background when the
+    caption names them; and ``("shape:<parameter>", phrase)`` for every binned
+    shape word it uses. Read from the text against the image's own attributes,
+    so it works for full, short and line-drawing captions alike. A caption
+    describes another image when its description is a subset of that image's
+    :func:`image_description`.
+    """
+    if kind not in ("photo", "drawing"):
+        raise TextError(f"kind must be 'photo' or 'drawing', got {kind!r}")
+    _check_attrs(attrs, need_appearance=kind == "photo")
+    text = caption.lower()
+    out = {("kind", kind), ("category", str(attrs["category"]))}
+    if kind == "photo":
+        for phrase in BACKGROUND_PHRASES[attrs["background"]]:
+            if phrase in text:
+                out.add(("background", str(attrs["background"])))
+                text = text.replace(phrase, " ")  # "plain", "white" belong to it
+                break
+        adjs, nouns = PATTERN_WORDS[attrs["pattern"]]
+        if any(_has_word(text, w) for w in adjs + nouns):
+            out.add(("pattern", str(attrs["pattern"])))
+        if _has_word(text, str(attrs["colour"])):
+            out.add(("colour", str(attrs["colour"])))
+    for name, (phrase, adj) in shape_phrases(
+        attrs["category"], attrs["params"]
+    ).items():
+        if phrase in text or (adj is not None and _has_word(text, adj)):
+            out.add((f"shape:{name}", phrase))
+    return frozenset(out)
+
+
+def image_description(attrs: dict, kind: str = "photo") -> frozenset[tuple[str, str]]:
+    """Everything a caption could truly say about an image (chapter 02): the
+    full description that :func:`caption_description` is compared with."""
+    if kind not in ("photo", "drawing"):
+        raise TextError(f"kind must be 'photo' or 'drawing', got {kind!r}")
+    _check_attrs(attrs, need_appearance=kind == "photo")
+    out = {("kind", kind), ("category", str(attrs["category"]))}
+    if kind == "photo":
+        out |= {(k, str(attrs[k])) for k in ("colour", "pattern", "background")}
+    for name, (phrase, _adj) in shape_phrases(
+        attrs["category"], attrs["params"]
+    ).items():
+        out.add((f"shape:{name}", phrase))
+    return frozenset(out)
 
 
 def line_drawing_caption(

@@ -42,6 +42,10 @@ from duet_lib.paths import cache_dir
 FORMAT_VERSION = 1
 
 
+#: Valid values of :attr:`PretrainConfig.caption_targets`.
+CAPTION_TARGETS = ("identical", "described")
+
+
 @dataclass(frozen=True)
 class PretrainConfig:
     """Everything that decides the pretrained weights (its hash keys the cache).
@@ -70,6 +74,12 @@ class PretrainConfig:
         line_drawing_fraction: share of batch slots showing a line drawing.
         partial_captions: share of photo captions replaced by a short caption
             naming only some attributes ("a red chair", "a shoe on grass").
+        caption_targets: positives of the caption loss. "identical": an image's
+            positives are the captions identical to its own; "described": every
+            caption in the batch that is true of the image (its description, as
+            read by :func:`duet_lib.data.world_text.caption_description`, is a
+            subset of the image's), so a short caption counts every photo it
+            describes as a positive.
         shape_neighbours: batches are built from groups of this many geometries
             that lie close in shape-parameter space (1: uniform batches). Near
             shapes are the hard negatives of the image–image term.
@@ -92,6 +102,7 @@ class PretrainConfig:
     shape_share: float = 0.0
     line_drawing_fraction: float = 0.3
     partial_captions: float = 0.0
+    caption_targets: str = "identical"
     shape_neighbours: int = 1
     checkpoint_every: int = 100
     format_version: int = FORMAT_VERSION
@@ -107,6 +118,11 @@ class PretrainConfig:
         ):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1")
+        if self.caption_targets not in CAPTION_TARGETS:
+            problems.append(
+                f"caption_targets must be one of {', '.join(CAPTION_TARGETS)}, "
+                f"got {self.caption_targets!r}"
+            )
         if not 0 <= self.partial_captions <= 1:
             problems.append("partial_captions must lie in [0, 1]")
         if not 0 <= self.line_drawing_fraction <= 1:
@@ -172,7 +188,11 @@ class PretrainConfig:
 
 #: Fields added to :class:`PretrainConfig` later, with the value that reproduces
 #: the behaviour from before they existed.
-_NEUTRAL_LATER_FIELDS: dict[str, Any] = {"shape_share": 0.0, "partial_captions": 0.0}
+_NEUTRAL_LATER_FIELDS: dict[str, Any] = {
+    "shape_share": 0.0,
+    "partial_captions": 0.0,
+    "caption_targets": "identical",
+}
 
 
 @dataclass
@@ -206,13 +226,46 @@ def soft_caption_targets(ids: torch.Tensor) -> torch.Tensor:
 
 
 def clip_loss(
-    image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor, targets
+    image_emb: torch.Tensor,
+    text_emb: torch.Tensor,
+    logit_scale: torch.Tensor,
+    targets,
+    text_targets: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Symmetric InfoNCE with soft targets; embeddings (B, E) already normalised."""
+    """Symmetric InfoNCE with soft targets; embeddings (B, E) already normalised.
+
+    ``targets`` (B, B): row i is image i's distribution over the texts;
+    ``text_targets`` (B, B): row j is text j's distribution over the images
+    (None: ``targets.t()``, right for symmetric targets).
+    """
     logits = logit_scale * image_emb @ text_emb.t()
+    if text_targets is None:
+        text_targets = targets.t()
     loss_i = -(targets * F.log_softmax(logits, dim=1)).sum(1).mean()
-    loss_t = -(targets.t() * F.log_softmax(logits.t(), dim=1)).sum(1).mean()
+    loss_t = -(text_targets * F.log_softmax(logits.t(), dim=1)).sum(1).mean()
     return (loss_i + loss_t) / 2
+
+
+def described_targets(
+    caption_desc: torch.Tensor, image_desc: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Soft targets from what each caption says (``caption_targets="described"``).
+
+    Args:
+        caption_desc: (B, V) bool, the facts each caption states (one column per
+            (key, value) pair of the vocabulary).
+        image_desc: (B, V) bool, the facts true of each image.
+
+    Returns:
+        ``(targets, text_targets)`` for :func:`clip_loss`: image rows over the
+        captions true of them, and caption rows over the images they describe,
+        each row normalised. Caption i describes image j when every fact of i is
+        true of j; an image's own caption always counts.
+    """
+    violations = caption_desc.float() @ (~image_desc).float().t()  # (texts, images)
+    match = (violations == 0) | torch.eye(len(caption_desc), dtype=torch.bool)
+    m = match.float()
+    return (m.t() / m.t().sum(1, keepdim=True), m / m.sum(1, keepdim=True))
 
 
 def image_image_loss(
@@ -330,6 +383,44 @@ def world_corpus(cfg: PretrainConfig, size: int, quiet: bool = True):
     )
 
 
+def _description_masks(corpus: Any) -> dict[str, torch.Tensor]:
+    """(N, V) bool fact tables of every corpus caption and image
+    (``caption_targets="described"``): ``cap_a``, ``cap_b``, ``cap_d``, ``img_a``,
+    ``img_b``, ``img_d`` over one vocabulary of (key, value) facts."""
+    from duet_lib.data.world_text import caption_description, image_description
+
+    if len(getattr(corpus, "attributes_b", [])) != len(corpus.caption_b):
+        raise ValueError(
+            'caption_targets="described" needs the corpus attributes of both views '
+            "(attributes and attributes_b)"
+        )
+    sets = {
+        "cap_a": [
+            caption_description(c, a)
+            for c, a in zip(corpus.caption_a, corpus.attributes, strict=True)
+        ],
+        "cap_b": [
+            caption_description(c, a)
+            for c, a in zip(corpus.caption_b, corpus.attributes_b, strict=True)
+        ],
+        "cap_d": [
+            caption_description(c, a, "drawing")
+            for c, a in zip(corpus.caption_drawing, corpus.attributes, strict=True)
+        ],
+        "img_a": [image_description(a) for a in corpus.attributes],
+        "img_b": [image_description(a) for a in corpus.attributes_b],
+        "img_d": [image_description(a, "drawing") for a in corpus.attributes],
+    }
+    vocab = {f: i for i, f in enumerate(sorted(set().union(*sum(sets.values(), []))))}
+    out = {}
+    for name, rows in sets.items():
+        table = torch.zeros(len(rows), len(vocab), dtype=torch.bool)
+        for r, facts in enumerate(rows):
+            table[r, [vocab[f] for f in facts]] = True
+        out[name] = table
+    return out
+
+
 def pretrain_dir(cfg: PretrainConfig) -> Path:
     """Cache folder of one configuration."""
     return cache_dir("clip", f"{cfg.model_name}-{cfg.key()}")
@@ -343,6 +434,7 @@ def train_step(
     ids_a: torch.Tensor,
     ids_b: torch.Tensor,
     cfg: PretrainConfig,
+    targets: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> dict[str, float]:
     """One optimisation step over B geometries; returns the loss terms as floats.
 
@@ -352,6 +444,8 @@ def train_step(
     Args:
         images_a, images_b: (B, 3, S, S) normalised renderings of the same geometries.
         ids_a, ids_b: (B, L) token ids of their captions.
+        targets: (image, text) soft targets of the caption loss over the 2B
+            pairs (:func:`described_targets`); None: identical captions.
     """
     model = bundle.model
     both = torch.cat([images_a, images_b])
@@ -360,7 +454,10 @@ def train_step(
     ids = torch.cat([ids_a, ids_b])
     txt = encode_token_ids(model, ids, normalize=True)  # (2B, E)
     scale = model.logit_scale.exp().clamp(max=100)
-    loss_clip = clip_loss(img, txt, scale, soft_caption_targets(ids))
+    if targets is None:
+        loss_clip = clip_loss(img, txt, scale, soft_caption_targets(ids))
+    else:
+        loss_clip = clip_loss(img, txt, scale, targets[0], targets[1])
     half = len(images_a)
     dims = cfg.image_image_dims or raw.shape[1]
     shape = F.normalize(raw[:, :dims], dim=-1) if dims < raw.shape[1] else img
@@ -431,6 +528,7 @@ def pretrain_clip(
     ids_a = bundle.tokenize(corpus.caption_a).cpu()
     ids_b = bundle.tokenize(corpus.caption_b).cpu()
     ids_d = bundle.tokenize(corpus.caption_drawing).cpu()
+    facts = _description_masks(corpus) if cfg.caption_targets == "described" else None
     neighbours = None
     if cfg.shape_neighbours > 1:
         neighbours = neighbour_table(
@@ -448,6 +546,22 @@ def pretrain_clip(
         ids = torch.where(
             torch.from_numpy(use_drawing)[:, None], ids_d[idx], ids_a[idx]
         )
+        targets = None
+        if facts is not None:
+            drawn = torch.from_numpy(use_drawing)[:, None]
+            caps = torch.cat(
+                [
+                    torch.where(drawn, facts["cap_d"][idx], facts["cap_a"][idx]),
+                    facts["cap_b"][idx],
+                ]
+            )
+            imgs = torch.cat(
+                [
+                    torch.where(drawn, facts["img_d"][idx], facts["img_a"][idx]),
+                    facts["img_b"][idx],
+                ]
+            )
+            targets = described_targets(caps, imgs)
         for group in optimizer.param_groups:
             group["lr"] = _lr_at(step, cfg)
         terms = train_step(
@@ -458,6 +572,7 @@ def pretrain_clip(
             ids,
             ids_b[idx],
             cfg,
+            targets,
         )
         pairs += 2 * cfg.batch_size
         history.append({"step": step + 1, **terms})

@@ -65,7 +65,7 @@ def test_key_of_a_config_without_later_fields_is_unchanged():
     from duet_lib.checkpoint import config_hash
 
     cfg = _cfg(image_image_dims=4)
-    later = ("shape_share", "partial_captions")
+    later = ("shape_share", "partial_captions", "caption_targets")
     old_fields = {k: v for k, v in asdict(cfg).items() if k not in later}
     assert cfg.key() == config_hash(old_fields)
 
@@ -96,11 +96,49 @@ def test_shape_share_trains_saves_and_reloads_a_block_embedding(tmp_path, monkey
         ({"lr": 0.0}, "lr"),
         ({"shape_share": 0.5}, "needs image_image_dims"),
         ({"image_image_dims": 8, "shape_share": 1.0}, "shape_share"),
+        ({"caption_targets": "all"}, "identical, described"),
     ],
 )
 def test_bad_config_is_refused(kw, match):
     with pytest.raises(ValueError, match=match):
         _cfg(**kw)
+
+
+def test_described_targets_count_every_photo_a_caption_is_true_of():
+    from duet_lib.models.pretrain import described_targets
+
+    # facts: 0 kind=photo, 1 red, 2 blue, 3 chair, 4 striped
+    images = torch.tensor(
+        [[1, 1, 0, 1, 1], [1, 1, 0, 1, 0], [1, 0, 1, 1, 0]], dtype=torch.bool
+    )
+    captions = torch.tensor(
+        [
+            [1, 1, 0, 1, 1],  # full caption of image 0
+            [1, 1, 0, 1, 0],  # "a red chair": true of images 0 and 1
+            [1, 0, 0, 1, 0],  # "a photo of a chair": true of all three
+        ],
+        dtype=torch.bool,
+    )
+    targets, text_targets = described_targets(captions, images)
+    expected_text = torch.tensor([[1, 0, 0], [0.5, 0.5, 0], [1 / 3, 1 / 3, 1 / 3]])
+    torch.testing.assert_close(text_targets, expected_text)
+    expected_image = torch.tensor([[1 / 3, 1 / 3, 1 / 3], [0, 0.5, 0.5], [0, 0, 1]])
+    torch.testing.assert_close(targets, expected_image)
+    # captions stating everything: image 1's full caption is also true of image 0
+    full, _ = described_targets(images, images)
+    expected_full = torch.tensor([[0.5, 0.5, 0], [0, 1, 0], [0, 0, 1]])
+    torch.testing.assert_close(full, expected_full)
+
+
+def test_described_targets_train_and_differ_from_identical(tmp_path, monkeypatch):
+    monkeypatch.setenv("DUET_CACHE_DIR", str(tmp_path))
+    plain = pretrain_clip(_cfg(steps=2, partial_captions=0.5), quiet=True)
+    told = pretrain_clip(
+        _cfg(steps=2, partial_captions=0.5, caption_targets="described"), quiet=True
+    )
+    assert plain.checkpoint != told.checkpoint
+    assert all(torch.isfinite(torch.tensor([h["loss"] for h in told.history])))
+    assert [h["clip"] for h in plain.history] != [h["clip"] for h in told.history]
 
 
 def test_unknown_profile_preset():

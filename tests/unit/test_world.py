@@ -22,6 +22,9 @@ from duet_lib.data.world_render import AppearanceError
 from duet_lib.data.world_text import (
     BACKGROUND_PHRASES,
     PATTERN_WORDS,
+    TextError,
+    caption_description,
+    image_description,
     partial_caption,
     templates,
 )
@@ -419,6 +422,36 @@ def test_partial_captions_name_a_subset_and_keep_the_images():
     assert all(c not in full.caption_a for c in every.caption_a)
     with pytest.raises(W.WorldError, match="partial_captions"):
         W.pretraining_batch(np.random.default_rng(0), 2, 32, partial_captions=1.5)
+
+
+def test_caption_descriptions_are_true_of_their_own_image(shapes):
+    rng = np.random.default_rng(2)
+    for shape in shapes:
+        attrs = W.photo_attributes(shape, W.random_appearance(rng))
+        full = image_description(attrs)
+        for cap in (W.caption(attrs, rng), partial_caption(attrs, rng)):
+            told = caption_description(cap, attrs)
+            assert told <= full, (cap, told - full)
+        told = caption_description(W.caption(attrs, rng), attrs)
+        assert {k for k, _ in told} >= {"colour", "pattern", "background", "category"}
+        drawing = caption_description(
+            W.line_drawing_caption(attrs, rng), attrs, "drawing"
+        )
+        assert ("kind", "drawing") in drawing and drawing <= image_description(
+            attrs, "drawing"
+        )
+    red = {
+        "category": "chair",
+        "params": shapes[-1].params,
+        "colour": "red",
+        "pattern": "plain",
+        "background": "plain",
+    }
+    if shapes[-1].category == "chair":
+        told = caption_description("a chair on a plain background", red)
+        assert ("background", "plain") in told and ("pattern", "plain") not in told
+    with pytest.raises(TextError, match="kind"):
+        image_description(red, "sketch")
 
 
 def test_partial_caption_templates_cover_every_attribute_subset(shapes):
