@@ -246,8 +246,8 @@ for label, key in rows:
 display(Markdown("\n".join(table)))
 
 # %% [markdown]
-# In our teach run (400 steps, best at step 400, about 8 minutes on 2 busy cores) the
-# table read: FG-SBIR with the sketch-only query 0.37 (Acc@10 0.94), with the image side
+# In our teach run (400 steps, best at step 400; training 271 s, the whole chapter 4.8
+# minutes on 2 otherwise idle cores) the table read: FG-SBIR with the sketch-only query 0.37 (Acc@10 0.94), with the image side
 # $V(\text{sketch})$ 0.56; on the duet gallery the duet 0.85, sketch only 0.21, text
 # only 0.20, and the late fusion of the duet's own sketch-only and text-only queries
 # 0.89. The duet is four times either single modality, yet two gaps remain. The
