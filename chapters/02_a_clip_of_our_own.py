@@ -56,6 +56,8 @@ from duet_lib.probes import (
     attribute_predictions,
     attribute_probes,
     colour_in_context,
+    embed_images,
+    photo_arrays,
     same_shape_retrieval,
     sketch_to_photo_zero_shot,
     text_to_photo_retrieval,
@@ -259,9 +261,10 @@ held_photos = [
     )
     in held
 ]
-probes = attribute_probes(bundle, ws, test_photos)
+test_emb = embed_images(bundle, photo_arrays(ws, test_photos, bundle.image_size))
+probes = attribute_probes(bundle, ws, test_photos, image_emb=test_emb)
 probes_held = attribute_probes(bundle, ws, held_photos) if held_photos else {}
-colour_ctx = colour_in_context(bundle, ws, test_photos)
+colour_ctx = colour_in_context(bundle, ws, test_photos, image_emb=test_emb)
 gate = same_shape_retrieval(bundle, ws, "test")
 sketch0 = sketch_to_photo_zero_shot(bundle, ws, "test")
 text_held = (
@@ -393,7 +396,9 @@ display(Markdown("\n".join(table)))
 # none reaches the colour probe, and none beats the default's gate on validation.
 
 # %%
-colours, truth, guess = attribute_predictions(bundle, ws, test_photos, "colour")
+colours, truth, guess = attribute_predictions(
+    bundle, ws, test_photos, "colour", image_emb=test_emb
+)
 index = {c: i for i, c in enumerate(colours)}
 confusion = np.zeros((len(colours), len(colours)), dtype=int)
 for t, g in zip(truth, guess, strict=True):

@@ -238,18 +238,21 @@ def colour_in_context(
     if image_emb is None:
         image_emb = embed_images(bundle, photo_arrays(ws, photo_ids, bundle.image_size))
     colours = sorted({ws.attributes[p]["colour"] for p in ws.attributes})
-    correct = []
+    rows, truth, variants = [], [], []
     for row, pid in enumerate(photo_ids):
         attrs = ws.attributes[pid]
-        variants = colour_swaps(attrs["captions"][0], attrs["colour"], colours)
-        if variants is None:
-            continue
-        text = embed_texts(bundle, variants)
-        correct.append(
-            colours[int((text @ image_emb[row]).argmax())] == attrs["colour"]
-        )
-    if not correct:
+        swapped = colour_swaps(attrs["captions"][0], attrs["colour"], colours)
+        if swapped is not None:
+            rows.append(row)
+            truth.append(attrs["colour"])
+            variants += swapped
+    if not rows:
         raise ValueError("no caption of these photos names its colour as a word")
+    text = embed_texts(bundle, variants).view(len(rows), len(colours), -1)
+    scores = (text @ image_emb[rows].unsqueeze(-1)).squeeze(-1)  # (n, C)
+    correct = [
+        colours[i] == t for i, t in zip(scores.argmax(1).tolist(), truth, strict=True)
+    ]
     return {"colour": float(np.mean(correct)), "n": len(correct)}
 
 

@@ -330,6 +330,18 @@ def _has_word(text: str, word: str) -> bool:
     return re.search(rf"\b{re.escape(word)}\b", text) is not None
 
 
+def _description_base(
+    attrs: dict, kind: str
+) -> tuple[set[tuple[str, str]], dict[str, tuple[str, str | None]]]:
+    """The facts every description holds (kind, category) and the image's shape
+    phrases, after checking ``kind`` and the attributes."""
+    if kind not in ("photo", "drawing"):
+        raise TextError(f"kind must be 'photo' or 'drawing', got {kind!r}")
+    _check_attrs(attrs, need_appearance=kind == "photo")
+    base = {("kind", kind), ("category", str(attrs["category"]))}
+    return base, shape_phrases(attrs["category"], attrs["params"])
+
+
 def caption_description(
     caption: str, attrs: dict, kind: str = "photo"
 ) -> frozenset[tuple[str, str]]:
@@ -343,11 +355,8 @@ def caption_description(
     describes another image when its description is a subset of that image's
     :func:`image_description`.
     """
-    if kind not in ("photo", "drawing"):
-        raise TextError(f"kind must be 'photo' or 'drawing', got {kind!r}")
-    _check_attrs(attrs, need_appearance=kind == "photo")
+    out, phrases = _description_base(attrs, kind)
     text = caption.lower()
-    out = {("kind", kind), ("category", str(attrs["category"]))}
     if kind == "photo":
         for phrase in BACKGROUND_PHRASES[attrs["background"]]:
             if phrase in text:
@@ -359,9 +368,7 @@ def caption_description(
             out.add(("pattern", str(attrs["pattern"])))
         if _has_word(text, str(attrs["colour"])):
             out.add(("colour", str(attrs["colour"])))
-    for name, (phrase, adj) in shape_phrases(
-        attrs["category"], attrs["params"]
-    ).items():
+    for name, (phrase, adj) in phrases.items():
         if phrase in text or (adj is not None and _has_word(text, adj)):
             out.add((f"shape:{name}", phrase))
     return frozenset(out)
@@ -370,16 +377,10 @@ def caption_description(
 def image_description(attrs: dict, kind: str = "photo") -> frozenset[tuple[str, str]]:
     """Everything a caption could truly say about an image (chapter 02): the
     full description that :func:`caption_description` is compared with."""
-    if kind not in ("photo", "drawing"):
-        raise TextError(f"kind must be 'photo' or 'drawing', got {kind!r}")
-    _check_attrs(attrs, need_appearance=kind == "photo")
-    out = {("kind", kind), ("category", str(attrs["category"]))}
+    out, phrases = _description_base(attrs, kind)
     if kind == "photo":
         out |= {(k, str(attrs[k])) for k in ("colour", "pattern", "background")}
-    for name, (phrase, _adj) in shape_phrases(
-        attrs["category"], attrs["params"]
-    ).items():
-        out.add((f"shape:{name}", phrase))
+    out |= {(f"shape:{name}", phrase) for name, (phrase, _adj) in phrases.items()}
     return frozenset(out)
 
 

@@ -578,7 +578,6 @@ def _load_duet_checkpoint(
     extra = ckpt.get("extra") or {}
     return model, {
         "stem": stem,
-        "embedding_blocks": blocks,
         "extra": extra,
         "quick_gelu": quick_gelu or stored_gelu,
     }

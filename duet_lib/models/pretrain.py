@@ -421,6 +421,14 @@ def _description_masks(corpus: Any) -> dict[str, torch.Tensor]:
     return out
 
 
+def _first_view(
+    drawn: torch.Tensor, idx: np.ndarray, photo: torch.Tensor, drawing: torch.Tensor
+) -> torch.Tensor:
+    """Rows ``idx`` of a per-item table for the first slot of a batch: the line
+    drawing's row where ``drawn`` (B,) is True, the first photo's otherwise."""
+    return torch.where(drawn[:, None], drawing[idx], photo[idx])
+
+
 def pretrain_dir(cfg: PretrainConfig) -> Path:
     """Cache folder of one configuration."""
     return cache_dir("clip", f"{cfg.model_name}-{cfg.key()}")
@@ -454,10 +462,8 @@ def train_step(
     ids = torch.cat([ids_a, ids_b])
     txt = encode_token_ids(model, ids, normalize=True)  # (2B, E)
     scale = model.logit_scale.exp().clamp(max=100)
-    if targets is None:
-        loss_clip = clip_loss(img, txt, scale, soft_caption_targets(ids))
-    else:
-        loss_clip = clip_loss(img, txt, scale, targets[0], targets[1])
+    image_t, text_t = targets or (soft_caption_targets(ids), None)
+    loss_clip = clip_loss(img, txt, scale, image_t, text_t)
     half = len(images_a)
     dims = cfg.image_image_dims or raw.shape[1]
     shape = F.normalize(raw[:, :dims], dim=-1) if dims < raw.shape[1] else img
@@ -543,25 +549,24 @@ def pretrain_clip(
         first = np.where(
             use_drawing[:, None, None, None], corpus.drawing[idx], corpus.view_a[idx]
         )
-        ids = torch.where(
-            torch.from_numpy(use_drawing)[:, None], ids_d[idx], ids_a[idx]
-        )
+        drawn = torch.from_numpy(use_drawing)
+        ids = _first_view(drawn, idx, ids_a, ids_d)
         targets = None
         if facts is not None:
-            drawn = torch.from_numpy(use_drawing)[:, None]
-            caps = torch.cat(
-                [
-                    torch.where(drawn, facts["cap_d"][idx], facts["cap_a"][idx]),
-                    facts["cap_b"][idx],
-                ]
+            targets = described_targets(
+                torch.cat(
+                    [
+                        _first_view(drawn, idx, facts["cap_a"], facts["cap_d"]),
+                        facts["cap_b"][idx],
+                    ]
+                ),
+                torch.cat(
+                    [
+                        _first_view(drawn, idx, facts["img_a"], facts["img_d"]),
+                        facts["img_b"][idx],
+                    ]
+                ),
             )
-            imgs = torch.cat(
-                [
-                    torch.where(drawn, facts["img_d"][idx], facts["img_a"][idx]),
-                    facts["img_b"][idx],
-                ]
-            )
-            targets = described_targets(caps, imgs)
         for group in optimizer.param_groups:
             group["lr"] = _lr_at(step, cfg)
         terms = train_step(
