@@ -7,6 +7,8 @@ held-out photos:
 - :func:`attribute_probes`: zero-shot classification of category, colour, pattern
   and background from prompts, on photos of held-out shapes (optionally only held-out
   attribute combinations).
+- :func:`joint_attribute_predictions`: the same four attributes read at once, from
+  caption-style prompts over every attribute combination of the world.
 - :func:`colour_in_context`: the colour probe again, with each photo's own caption
   (only its colour word varied) as the prompt instead of a short one.
 - :func:`same_shape_retrieval`: photo → photo retrieval of the same shape in another
@@ -176,27 +178,149 @@ def attribute_predictions(
     return classes, truth, [classes[i] for i in pred]
 
 
+#: Attributes the caption-style probe classifies jointly, in combination order.
+JOINT_ATTRIBUTES: tuple[str, ...] = ("colour", "category", "pattern", "background")
+
+
+def caption_class_embeddings(
+    bundle: ClipBundle,
+    ws: SketchPhotoSet,
+    per_class: int | None = None,
+    seed: int = 0,
+) -> tuple[dict[str, list[str]], list[tuple[str, ...]], torch.Tensor]:
+    """Class embeddings of the caption-style probe (chapter 02).
+
+    The classes are all (colour, category, pattern, background) combinations of
+    the world (:data:`JOINT_ATTRIBUTES` order). Each class embedding is the
+    normalised mean of the embeddings of the captions
+    :func:`~duet_lib.data.world_text.combination_captions` writes for it.
+
+    Args:
+        per_class: use at most this many captions per class (a seeded random
+            subset; None: all of them, about 170).
+        seed: seed of that subset.
+
+    Returns:
+        ``(values, combos, emb)``: the sorted values of each attribute, the
+        combinations, and their (C, E) embeddings.
+    """
+    import itertools
+
+    from duet_lib.data.world_text import combination_captions
+
+    if per_class is not None and per_class < 1:
+        raise ValueError(f"per_class must be >= 1 or None, got {per_class!r}")
+    values = {
+        a: sorted({str(ws.attributes[p][a]) for p in ws.attributes})
+        for a in JOINT_ATTRIBUTES
+    }
+    combos = list(itertools.product(*(values[a] for a in JOINT_ATTRIBUTES)))
+    rng = np.random.default_rng(seed)
+    texts: list[str] = []
+    owner: list[int] = []
+    for i, (colour, category, pattern, background) in enumerate(combos):
+        captions = combination_captions(category, colour, pattern, background)
+        if per_class is not None and len(captions) > per_class:
+            keep = np.sort(rng.choice(len(captions), per_class, replace=False))
+            captions = [captions[k] for k in keep]
+        texts += captions
+        owner += [i] * len(captions)
+    emb = embed_texts(bundle, texts)  # (T, E), each row unit length
+    sums = torch.zeros(len(combos), emb.shape[1]).index_add_(
+        0, torch.tensor(owner), emb
+    )
+    return values, combos, F.normalize(sums, dim=-1)  # the mean's direction
+
+
+def joint_attribute_predictions(
+    bundle: ClipBundle,
+    ws: SketchPhotoSet,
+    photo_ids: Sequence[str],
+    image_emb: torch.Tensor | None = None,
+    per_class: int | None = None,
+    seed: int = 0,
+    classes: tuple[dict[str, list[str]], list[tuple[str, ...]], torch.Tensor]
+    | None = None,
+) -> dict[str, tuple[list[str], list[str], list[str]]]:
+    """Caption-style zero-shot reading of every attribute at once (chapter 02).
+
+    Each photo is read as the nearest class of :func:`caption_class_embeddings`
+    (every colour, category, pattern and background combination, described by
+    caption-style prompts that look like what the text encoder was trained on; no
+    photo's own caption is used); its four attributes are that class's. This is
+    CLIP's zero-shot protocol with a prompt ensemble (Radford et al., 2021) over
+    the world's joint label space.
+
+    Args:
+        per_class, seed: passed to :func:`caption_class_embeddings`.
+        classes: its result, to reuse across calls.
+
+    Returns:
+        ``{attribute: (classes, truth, predicted)}`` for each of
+        :data:`JOINT_ATTRIBUTES`, as :func:`attribute_predictions` returns.
+    """
+    if not photo_ids:
+        raise ValueError("attribute probes need at least one photo")
+    if classes is None:
+        classes = caption_class_embeddings(bundle, ws, per_class, seed)
+    values, combos, class_emb = classes
+    if image_emb is None:
+        image_emb = embed_images(bundle, photo_arrays(ws, photo_ids, bundle.image_size))
+    best = (image_emb @ class_emb.t()).argmax(1).tolist()
+    out = {}
+    for j, attribute in enumerate(JOINT_ATTRIBUTES):
+        truth = [str(ws.attributes[p][attribute]) for p in photo_ids]
+        out[attribute] = (values[attribute], truth, [combos[b][j] for b in best])
+    return out
+
+
 def attribute_probes(
     bundle: ClipBundle,
     ws: SketchPhotoSet,
     photo_ids: Sequence[str],
     attributes: Sequence[str] = ("category", "colour", "pattern", "background"),
     image_emb: torch.Tensor | None = None,
+    prompts: str = "short",
+    per_class: int | None = None,
+    classes: tuple[dict[str, list[str]], list[tuple[str, ...]], torch.Tensor]
+    | None = None,
 ) -> dict[str, float]:
     """Zero-shot accuracy per attribute on ``photo_ids`` (world attributes needed).
 
-    Class prompts average over the world's nouns, so the colour probe does not need
-    to know the category. Returns {"<attribute>": accuracy, "<attribute>_chance": 1/C}.
+    Args:
+        prompts: "short": one attribute at a time, class prompts such as "a red
+            shoe" averaged over the world's nouns (:func:`attribute_predictions`);
+            "captions": all attributes at once from caption-style prompts
+            (:func:`joint_attribute_predictions`).
+        per_class: with "captions", at most this many captions per class.
+        classes: with "captions", precomputed :func:`caption_class_embeddings`.
+
+    Returns:
+        ``{"<attribute>": accuracy, "<attribute>_chance": 1/C}``.
     """
     if not photo_ids:
         raise ValueError("attribute_probes needs at least one photo")
+    if prompts not in ("short", "captions"):
+        raise ValueError(f"prompts must be 'short' or 'captions', got {prompts!r}")
+    unknown = [a for a in attributes if a not in PROBE_TEMPLATES]
+    if unknown:
+        raise ValueError(
+            f"unknown attribute(s) {unknown}; valid: {', '.join(PROBE_TEMPLATES)}"
+        )
     if image_emb is None:
         image_emb = embed_images(bundle, photo_arrays(ws, photo_ids, bundle.image_size))
+    if prompts == "captions":
+        joint = joint_attribute_predictions(
+            bundle, ws, photo_ids, image_emb, per_class=per_class, classes=classes
+        )
     result: dict[str, float] = {}
     for attribute in attributes:
-        classes, truth, pred = attribute_predictions(
-            bundle, ws, photo_ids, attribute, image_emb
-        )
+        if prompts == "captions":
+            classes, truth, pred = joint[attribute]
+        else:
+            classes, truth, pred = attribute_predictions(
+                bundle, ws, photo_ids, attribute, image_emb
+            )
         correct = [p == t for p, t in zip(pred, truth, strict=True)]
         result[attribute] = float(np.mean(correct))
         result[f"{attribute}_chance"] = 1.0 / len(classes)

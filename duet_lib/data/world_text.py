@@ -32,6 +32,7 @@ __all__ = [
     "bin_level",
     "caption",
     "caption_description",
+    "combination_captions",
     "image_description",
     "line_drawing_caption",
     "partial_caption",
@@ -409,3 +410,56 @@ def appearance_phrase(attrs: dict, rng: np.random.Generator) -> str:
     if attrs["background"] not in BACKGROUND_PHRASES:
         raise TextError(f"unknown background {attrs['background']!r}")
     return _fill(_pick(rng, templates()["appearance"]), _appearance_fields(attrs, rng))
+
+
+def combination_captions(
+    category: str, colour: str, pattern: str, background: str
+) -> list[str]:
+    """Every photo caption the world's templates write for one attribute
+    combination, over all of the category's shape words (chapter 02).
+
+    The ``[photo]`` and ``[photo_adj]`` templates are filled with each binned shape
+    phrase (and adjective) of ``category`` and the first paraphrase of the pattern
+    and background words. No particular shape is named more than another, so the
+    mean of their embeddings stands for the combination itself: the class prompts
+    of the caption-style zero-shot probe
+    (:func:`duet_lib.probes.joint_attribute_predictions`).
+
+    Returns:
+        The distinct captions, sorted.
+
+    Raises:
+        TextError: an unknown category, pattern or background.
+    """
+    if category not in SHAPE_WORDS:
+        raise TextError(
+            f"unknown category {category!r}; valid: {', '.join(SHAPE_WORDS)}"
+        )
+    _check_attrs(
+        {
+            "category": category,
+            "params": {},
+            "colour": colour,
+            "pattern": pattern,
+            "background": background,
+        },
+        need_appearance=True,
+    )
+    levels = [lv for lvs in SHAPE_WORDS[category].values() for lv in lvs if lv]
+    fields = {
+        "noun": _NOUNS[category],
+        "colour": str(colour),
+        "pattern_adj": PATTERN_WORDS[pattern][0][0],
+        "pattern_noun": PATTERN_WORDS[pattern][1][0],
+        "bg": BACKGROUND_PHRASES[background][0],
+    }
+    out = set()
+    for section in ("photo", "photo_adj"):
+        for template in templates()[section]:
+            for phrase, adjective in levels:
+                if "{shape_adj}" in template and not adjective:
+                    continue
+                out.add(
+                    _fill(template, {**fields, "shape": phrase, "shape_adj": adjective})
+                )
+    return sorted(out)

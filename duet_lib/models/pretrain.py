@@ -91,7 +91,7 @@ class PretrainConfig:
     world_seed: int = 1234
     corpus_size: int = 6000
     difficulty: float = 0.0
-    steps: int = 1400
+    steps: int = 2100
     batch_size: int = 128
     lr: float = 2e-3
     warmup_steps: int = 60

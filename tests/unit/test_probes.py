@@ -132,3 +132,44 @@ def test_same_shape_gate_scores_one_for_a_perfect_shape_encoder(ws, monkeypatch)
     monkeypatch.setattr(probes, "photo_arrays", fake_arrays)
     gate = probes.same_shape_retrieval(_ShapeOracle(len(shapes)), ws, "test")
     assert gate["acc@1"] == 1.0
+
+
+def test_caption_probe_reads_an_oracle_perfectly(ws, bundle):
+    photos = sorted(p for p, s in ws.photo_split.items() if s == "test")
+    classes = probes.caption_class_embeddings(bundle, ws, per_class=3)
+    values, combos, emb = classes
+    assert len(combos) == np.prod([len(v) for v in values.values()]) == len(emb)
+    truth = [
+        tuple(str(ws.attributes[p][a]) for a in probes.JOINT_ATTRIBUTES) for p in photos
+    ]
+    # an image embedding equal to its own combination's class embedding is read back
+    # exactly, attribute by attribute
+    oracle = emb[[combos.index(t) for t in truth]]
+    out = probes.joint_attribute_predictions(
+        bundle, ws, photos, oracle, classes=classes
+    )
+    for j, attribute in enumerate(probes.JOINT_ATTRIBUTES):
+        names, true, pred = out[attribute]
+        assert names == values[attribute]
+        assert true == pred == [t[j] for t in truth]
+    acc = probes.attribute_probes(
+        bundle, ws, photos, ("colour", "pattern"), oracle, "captions", classes=classes
+    )
+    assert acc["colour"] == acc["pattern"] == 1.0
+    assert acc["colour_chance"] == pytest.approx(1 / len(values["colour"]))
+    # a shuffled oracle is not read perfectly: the probe looks at the embedding
+    wrong = probes.attribute_probes(
+        bundle, ws, photos, ("colour",), oracle.roll(1, 0), "captions", classes=classes
+    )
+    assert wrong["colour"] < 1.0
+    with pytest.raises(ValueError, match="'short' or 'captions'"):
+        probes.attribute_probes(bundle, ws, photos, prompts="long")
+    with pytest.raises(ValueError, match="per_class"):
+        probes.caption_class_embeddings(bundle, ws, per_class=0)
+
+
+def test_caption_class_subsets_are_seeded(ws, bundle):
+    a = probes.caption_class_embeddings(bundle, ws, per_class=2, seed=1)[2]
+    b = probes.caption_class_embeddings(bundle, ws, per_class=2, seed=1)[2]
+    c = probes.caption_class_embeddings(bundle, ws, per_class=2, seed=2)[2]
+    assert torch.equal(a, b) and not torch.equal(a, c)

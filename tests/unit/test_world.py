@@ -510,3 +510,25 @@ def test_pretraining_corpus_independent_of_workers():
     two = W.pretraining_corpus(workers=2, **kw)
     np.testing.assert_array_equal(one.view_b, two.view_b)
     assert one.caption_drawing == two.caption_drawing and len(one) == 6
+
+
+def test_combination_captions_describe_the_combination_and_no_one_shape():
+    from duet_lib.data.world_text import (
+        SHAPE_WORDS,
+        TextError,
+        combination_captions,
+    )
+
+    out = combination_captions("shoe", "red", "dotted", "grass")
+    assert out == sorted(set(out)) and len(out) > 50
+    # every caption names the category, colour, pattern and background
+    for text in out:
+        for word in ("shoe", "red", "dot", "grass"):
+            assert word in text, text
+    # every binned with-phrase of the category appears in some caption
+    phrases = {lv[0] for lvs in SHAPE_WORDS["shoe"].values() for lv in lvs if lv}
+    assert all(any(p in text for text in out) for p in phrases)
+    with pytest.raises(TextError, match="unknown pattern"):
+        combination_captions("shoe", "red", "tartan", "grass")
+    with pytest.raises(TextError, match="unknown category"):
+        combination_captions("hat", "red", "plain", "grass")
