@@ -432,9 +432,9 @@ print(
 # that knows only "shoe or chair" puts the true photo in the middle of its category,
 # at a mean rank of about a quarter of the gallery. Untrained, $s_L^T$ is at chance:
 # the random converter gives nearly the same word for every sketch. In our teach run
-# the short training brought it well past the category level (mean rank about 10 of
-# 180, Acc@1 0.18, about thirty times chance), yet not up to the image-side baseline
-# (0.53), which needs no training to compare two images. The text route must first learn to carry a
+# the short training brought it past the category level (mean rank about 23 of 180,
+# Acc@1 0.07, about thirteen times chance), yet far from the image-side baseline
+# (0.58), which needs no training to compare two images. The text route must first learn to carry a
 # sketch through a word; chapter 9 trains it longer, with all losses.
 #
 # ### Which words lie near a sketch word?
@@ -495,10 +495,11 @@ display(Markdown("\n".join(table_md)))
 # %% [markdown]
 # Read the table honestly: whatever the words are, they are what the converter found
 # useful, not a caption. In our teach run the untrained converter put every sketch near
-# the same rare tokens of the full table (and near "striped" among the caption words).
-# After training, category and shape words rose: shoe sketches sat near "zip",
-# "shaft", "lace", "laces" and "mid", chair sketches near "ladder", "low", "wide" and
-# "backed", but one chair sketch also near "slip", a shoe word. Nothing asks the sketch word to resemble an English word;
+# the same rare tokens of the full table (and near "it", "striped" and "topped" among the
+# caption words). After training, shape words rose: shoe sketches sat near "zip",
+# "knee", "tall" and "shaft", chair sketches near "flat", "level", "thin", "straight"
+# and "legs", but one chair sketch also near "zip", a shoe word, and one shoe sketch
+# near "pink", a colour. Nothing asks the sketch word to resemble an English word;
 # only the sequence $[P^L; s^w]$ as a whole must point at the photo, and the words it
 # borrows are the ones whose meaning in the text tower helps (chapters 5 and 6 add
 # pressure towards real language).

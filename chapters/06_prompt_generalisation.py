@@ -443,6 +443,9 @@ def measure(model, chunk=128):
 
     return {
         "cos_fixed_mean": (fg_queries["learned"] * fixed_mean).sum(-1),  # (B,)
+        # what the InfoNCE form asks: is a sketch's own fixed-prompt query the
+        # nearest to its learned-prompt query, among all validation sketches?
+        "tt_acc1": acc1(fg_queries["learned"], fixed_mean, torch.arange(len(words))),
         "fg": {n: acc1(q, g_fg, fg_target) for n, q in fg_queries.items()},
         "duet": {n: acc1(q, g_duet, duet_target) for n, q in composed_queries.items()},
         "fg_chance": 1 / len(fg_gallery),
@@ -458,7 +461,8 @@ for name, r in results.items():
     fixed_duet = np.mean([r["duet"][p] for p in fixed_prompts])
     unseen_duet = np.mean([r["duet"][p] for p in unseen_prompts])
     print(
-        f"{name:>9}: cos(s_L^T, mean s_F^T) = {c.mean():.3f} ± {c.std():.3f}; composed "
+        f"{name:>9}: cos(s_L^T, mean s_F^T) = {c.mean():.3f} ± {c.std():.3f}; own "
+        f"fixed-prompt query nearest for {r['tt_acc1']:.1%}; composed "
         f"Acc@1 learned {r['duet']['learned']:.1%}, fixed prompts {fixed_duet:.1%}, "
         f"unseen prompts {unseen_duet:.1%}"
     )

@@ -650,10 +650,12 @@ print(f"probe fitted on {len(train_targets)} training pairs")
 # *composed* half did not appear: the colour correlation of $G(s_L^{T,\Delta})$ stayed
 # below about 0.5 and its colours spread far less than the photos'. The probe shows
 # where the colour goes. How much of it survives the path $\Delta \to C_{v2w} \to
-# \Delta^w \to$ frozen text encoder varied from run to run ($R^2$ from below 0.1 to
-# about 0.7 in our runs); where it survives, as in our seed-0 run, $G$, trained from
-# scratch at the same time, has not yet learned to paint it. A longer run (chapter 9),
-# or `sketch_target="grey"` (exercise 2), moves towards the paper's picture.
+# \Delta^w \to$ frozen text encoder varied from run to run and backbone to backbone
+# ($R^2$ from below 0 to about 0.7 in our runs). On the book's backbone the seed-0 run
+# loses it on the way ($R^2$ of the composed query about 0, against 0.74 for $\Delta$
+# itself), so no decoder could paint it from there; in runs where it survived, $G$,
+# trained from scratch at the same time, had not yet learned to paint it. A longer run
+# (chapter 9), or `sketch_target="grey"` (exercise 2), moves towards the paper's picture.
 #
 # ## Checks
 

@@ -120,8 +120,8 @@ env = env_report(seed=seed, device=device, profile=profile)
 # profile uses 1e-4 / 1e-3 as Sketch_LVM did), batch 32, hard negatives "same shape, other
 # appearance" and "other shape, same appearance", InfoNCE for $\mathcal{L}_{comp}$, and
 # InfoNCE over the batch for $\mathcal{L}_{trip}$ instead of the paper's hinge with one
-# negative (`trip_form`; the paper profile keeps the hinge). On the teach backbone the
-# batch form raised validation FG-SBIR Acc@1 from 0.12 to 0.165 and the duet from 0.46 to
+# negative (`trip_form`; the paper profile keeps the hinge). On an earlier teach backbone
+# (1400 pretraining steps; the trials of this section all ran on it) the batch form raised validation FG-SBIR Acc@1 from 0.12 to 0.165 and the duet from 0.46 to
 # 0.54 after 400 steps in our runs: every other sketch in the batch becomes a negative.
 #
 # The largest choice is `sketch_tokens`: $C_{v2w}$ writes the sketch as a *phrase* of
@@ -132,7 +132,7 @@ env = env_report(seed=seed, device=device, profile=profile)
 # shape; four free tokens fit far better (loss 0.07). What one word makes hard is
 # *learning* the map: with the converter alone on frozen features, validation FG-SBIR
 # after 250 steps was 0.235 with one token and 0.376 with four. In the full training
-# run on the book's backbone (400 steps, validation Acc@1):
+# run on that 1400-step backbone (400 steps, validation Acc@1):
 #
 # | sketch_tokens | FG-SBIR, sketch-only query | duet | late fusion (own queries) |
 # |---:|---:|---:|---:|
@@ -246,23 +246,25 @@ for label, key in rows:
 display(Markdown("\n".join(table)))
 
 # %% [markdown]
-# In our teach run (400 steps, best at step 400; training 271 s, the whole chapter 4.8
-# minutes on 2 otherwise idle cores) the table read: FG-SBIR with the sketch-only query 0.37 (Acc@10 0.94), with the image side
-# $V(\text{sketch})$ 0.56; on the duet gallery the duet 0.85, sketch only 0.21, text
-# only 0.20, and the late fusion of the duet's own sketch-only and text-only queries
-# 0.89. The duet is four times either single modality, yet two gaps remain. The
-# sketch-only query finds the right shape less often than the image side: the phrase
-# of pseudo-words still loses part of the sketch's shape on its way through the tiny
-# frozen text encoder, and composing inside that encoder trails adding its two outputs.
-# And the duet's appearance@1 (0.89) is held back by the backbone's weak colour reading
-# (chapter 02: zero-shot colour 0.70), which no training here can repair since the
-# text encoder is frozen.
+# In our teach run (400 steps, best at step 300; training 271 s, the whole chapter 4.8
+# minutes on 2 otherwise idle cores) the table read: FG-SBIR with the sketch-only query
+# 0.31 (Acc@10 0.90; 0.36 at step 400, which the duet metric did not select), with the
+# image side $V(\text{sketch})$ 0.61; on the duet gallery the duet 0.87, sketch only
+# 0.18, text only 0.26, and the late fusion of the duet's own sketch-only and text-only
+# queries 0.89. The duet is more than three times either single modality, yet two gaps
+# remain. The sketch-only query finds the right shape about half as often as the image
+# side: the phrase of pseudo-words still loses part of the sketch's shape on its way
+# through the tiny frozen text encoder, and composing inside that encoder trails adding
+# its two outputs. And the duet's appearance@1 (0.91) is held back by how this text
+# encoder reads short phrases: chapter 02 reads colour zero-shot at 0.945 from prompts
+# written like its captions but at 0.59 from short ones, and the words of a duet query
+# are a short phrase. The text encoder is frozen, so no training here can repair that.
 #
 # ## Checks
 #
 # Claims of this chapter: training ran and its losses fell; the checkpoint was selected
 # on validation; in the teach profile the sketch-only FG-SBIR validation Acc@1 reaches the
-# book's target of 0.6 (our teach run does not: 0.37), and on the world the duet beats
+# book's target of 0.6 (our teach run does not: 0.31), and on the world the duet beats
 # both single modalities.
 
 # %%
