@@ -65,7 +65,7 @@ device = "auto"  # 'auto', 'cpu', 'cuda' or 'mps'
 world_size = "teach"  # procedural world: smoke or teach
 model_name = "duet-tiny-conv-96"  # backbone; the paper profile passes ViT-B-32
 pretrained = None  # None -> the book's tiny CLIP (chapter 02); or a tag / weights file
-max_steps = 40  # training steps of each short duet run
+max_steps = 100  # training steps of each short duet run
 batch_size = 32  # sketches per step
 lr = 1e-4  # Adam rate of V's LayerNorms; C_v2w, P^L and G use 10x this
 subset_size = None  # measure on at most this many validation sketches; None: all
@@ -458,14 +458,19 @@ save_figure(fig, out_dir, "neutral_shift")
 plt.show()
 
 # %% [markdown]
-# Left: without the regulariser most (sketch, neutral phrase) pairs move the query away
-# from its photo, some by more than 0.2 in cosine. The default weight of 1 leaves the
-# distribution almost where it was after so few steps; at $\lambda_{reg} = 10$ it is
-# pulled together around zero, with fewer and smaller drops. Right: an informative
-# phrase moves almost every query towards its photo in all three runs, which is what the
-# composed query relies on; the regularised run also gains the most from it in Acc@1
-# (last column of the table): teaching $P^L$ and $s^w$ to live with real words that
-# follow them helps the words that matter too.
+# Left: without the regulariser a little over half of the (sketch, neutral phrase) pairs
+# (55 % in our teach run) move the query away from its photo, mostly by a few
+# hundredths in cosine: on the book's backbone neutral phrases are nearly harmless to
+# begin with. The default weight of 1 changes little; at $\lambda_{reg} = 10$ fewer
+# pairs are hurt (51 %) and the mean shift moves to about zero. Right: an informative
+# phrase moves almost every query towards its photo in all three runs, which is what
+# the composed query relies on. Yet the regularised runs gained *less* from it in Acc@1
+# (last column: 57 % without the term, 54 % and 50 % with it): with neutral phrases
+# this harmless, the term mostly competes with retrieval for the same few parameters.
+# On an earlier, shorter-trained backbone, where neutral phrases pulled most queries
+# off target, the $\lambda_{reg} = 10$ run gained a little instead (49.1 % → 49.8 %).
+# How much the regulariser buys depends on how harmful the phrases are to start with,
+# which is a property of the text encoder (next section).
 #
 # ## Which phrases are not neutral?
 #
@@ -524,9 +529,8 @@ if profile == "teach":
     assert (strong["shift_neutral"] < 0).float().mean() < (
         base["shift_neutral"] < 0
     ).float().mean()
-    # an informative phrase helps in every run, and most after regularisation
+    # an informative phrase helps in every run
     assert all(r["shift_appearance"].mean() > 0 for r in results.values())
-    assert strong["acc1_appearance"] > base["acc1_appearance"]
 metrics = {
     "neutral_shift_noreg": base["shift_neutral"].mean().item(),
     "neutral_shift_reg1": default["shift_neutral"].mean().item(),
@@ -557,7 +561,8 @@ metrics
 #   neutral for a CLIP that learned what a line drawing is.
 # - In short runs, the library's default weight of 1 is too quiet next to the InfoNCE
 #   terms; at $\lambda_{reg} = 10$ neutral phrases pull queries off target less often
-#   and by less, and the appearance phrase gains more Acc@1.
+#   and by less. On the book's backbone, where they were nearly harmless to begin with,
+#   that cost composed Acc@1 (57 % → 50 %); what the term buys depends on the encoder.
 # - By default the gradient also reaches $s_L^T$, so the hinge can be met partly by
 #   making the sketch-only query worse; compare the first column of the table.
 #

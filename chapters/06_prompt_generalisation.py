@@ -509,14 +509,21 @@ plt.show()
 # above chance with *every* prompt, the written ones and the three never seen (shaded)
 # included, in both runs: the sketch word keeps working behind other wordings.
 #
-# Read this together with (b). With $\mathcal{L}_{TT}$ the learned query agrees more
-# closely with the written prompts, as intended. Yet in a short run that starts from
-# "a photo of" the prompt has had no time to wander far, so written prompts already
-# work nearly as well as the learned one without the loss, and the loss buys no
-# accuracy here. In our runs it cost accuracy, since it competes with the retrieval
-# losses for the same few trainable parameters. Its purpose is a guard for long training
-# and for prompts that start far from any word (exercise 1), where $P^L$ can drift into
-# vectors no written prompt resembles.
+# Read this together with (b), and with care: the mean cosine with the prompt average
+# can mislead. In our teach run it was *higher* without $\mathcal{L}_{TT}$ (0.993
+# against 0.967), yet without the loss the learned-prompt query picked out its own
+# sketch's fixed-prompt query for well under 1 % of the validation sketches: after 40
+# steps the sketch words barely differ, every query sits near one point, and that point
+# is close to everything. With the loss, the question its InfoNCE form asks ("which
+# sketch is this, read behind another prompt?") was answered right for about half of
+# the sketches, and the learned prompt's composed Acc@1 rose from 24 % to 28 %, level
+# with the written prompts (28 %) instead of below them (26 %). So the loss does what
+# LASP intends, keeping the learned prompt exchangeable with written ones for *this*
+# sketch, and the composed query gains from it. (On an earlier, shorter-trained
+# backbone the mean cosine itself rose with the loss, from 0.86 to 0.98, and the loss
+# bought no accuracy; which of the two effects shows first depends on the backbone.)
+# Its other purpose is a guard for long training and for prompts that start far from
+# any word (exercise 1), where $P^L$ can drift into vectors no written prompt resembles.
 #
 # ## Checks
 
@@ -528,8 +535,9 @@ for r in results.values():
     assert set(r["fg"]) == set(r["duet"]) == set(prompts)
     assert all(0 <= v <= 1 for v in [*r["fg"].values(), *r["duet"].values()])
 if profile == "teach":
-    # with L_TT the learned query is closer to the fixed-prompt queries ...
-    assert with_tt["cos_fixed_mean"].mean() > base["cos_fixed_mean"].mean()
+    # with L_TT the learned-prompt query picks out its own sketch's fixed-prompt
+    # query more often (what the InfoNCE form asks) ...
+    assert with_tt["tt_acc1"] > base["tt_acc1"], (with_tt["tt_acc1"], base["tt_acc1"])
     # the composed query works with every prompt, far above chance
     assert all(v > 5 * base["duet_chance"] for v in with_tt["duet"].values())
 
@@ -543,6 +551,8 @@ def spread(r):
 metrics = {
     "cos_fixed_mean_nott": base["cos_fixed_mean"].mean().item(),
     "cos_fixed_mean_tt": with_tt["cos_fixed_mean"].mean().item(),
+    "tt_acc1_nott": base["tt_acc1"],
+    "tt_acc1_tt": with_tt["tt_acc1"],
     "duet_acc1_learned_nott": base["duet"]["learned"],
     "duet_acc1_learned_tt": with_tt["duet"]["learned"],
     "duet_acc1_written_nott": float(
@@ -570,8 +580,9 @@ metrics
 # - Our InfoNCE form treats each sketch of the batch as a class; the cosine form only
 #   pulls each query to its own prompt average. Both match
 #   `duet_lib.losses.prompt_text_loss`.
-# - With the loss, the learned query stays closer to the average fixed-prompt query
-#   than without it.
+# - With the loss, the learned-prompt query picks out the same sketch read behind the
+#   fixed prompts (about half of the validation sketches, against under 1 % without);
+#   the mean cosine with the prompt average alone can mislead when queries collapse.
 # - The loss acts on what the encoder makes of the prompt, not on the prompt vectors:
 #   in short runs both prompts stay next to "a photo of" in the token table.
 # - Substituting written prompts at test time is a direct test of generalisation to
