@@ -645,9 +645,10 @@ display(
 #   small fraction of its weights); they rescale features the backbone already has
 #   and cannot learn new ones. Sain et al. (2023) found that enough for web-pretrained
 #   CLIP; here we believe it is the main brake (exercise 2 lifts it). In our run
-#   B-CLIP's tuning barely moved the embeddings (photo–photo cosine 0.175 → 0.173,
-#   true-pair z-score +0.83 → +0.89), and the state it selected on validation (Acc@1
-#   0.18) did not carry over to test (7.4 % against 7.7 % zero-shot).
+#   B-CLIP's tuning barely moved the embeddings (photo–photo cosine 0.110 → 0.116,
+#   true-pair z-score +0.82 → +0.84), and the state it selected on validation (Acc@1
+#   0.16, after 20 steps) carried over to test only marginally (6.8 % against 6.2 %
+#   zero-shot).
 # - **A text tower that knows the world's words.** The duet's queries come out of the
 #   text tower, which learned its language from the world's templated captions; a few
 #   minutes of training must route real-chair identity through it, and with so few
