@@ -23,6 +23,7 @@ Ranks are pessimistic (:mod:`duet_lib.metrics`): ties count against the query.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Sequence
 
@@ -34,6 +35,7 @@ from PIL import Image
 from duet_lib.data.loaders import load_image
 from duet_lib.data.records import SketchPhotoSet, SketchRecord
 from duet_lib.data.strokes import rasterize
+from duet_lib.data.world_text import combination_captions
 from duet_lib.metrics import acc_at_k, attribute_at_1, ranks_pessimistic
 from duet_lib.models.clip import ClipBundle
 from duet_lib.models.text_encoding import encode_text
@@ -204,10 +206,6 @@ def caption_class_embeddings(
         ``(values, combos, emb)``: the sorted values of each attribute, the
         combinations, and their (C, E) embeddings.
     """
-    import itertools
-
-    from duet_lib.data.world_text import combination_captions
-
     if per_class is not None and per_class < 1:
         raise ValueError(f"per_class must be >= 1 or None, got {per_class!r}")
     values = {
