@@ -264,7 +264,8 @@ held_photos = [
     in held
 ]
 test_emb = embed_images(bundle, photo_arrays(ws, test_photos, bundle.image_size))
-held_emb = test_emb[[test_photos.index(p) for p in held_photos]]
+row_of = {p: i for i, p in enumerate(test_photos)}
+held_emb = test_emb[[row_of[p] for p in held_photos]]
 # short prompts, one attribute at a time ("a red shoe")
 probes = attribute_probes(bundle, ws, test_photos, image_emb=test_emb)
 # caption-style prompts over every attribute combination (all templates and shape

@@ -253,10 +253,14 @@ def _check_attrs(attrs: dict, need_appearance: bool) -> None:
     if missing:
         raise TextError(f"caption attributes lack {missing}; got keys {sorted(attrs)}")
     if need_appearance:
-        if attrs["pattern"] not in PATTERN_WORDS:
-            raise TextError(f"unknown pattern {attrs['pattern']!r}")
-        if attrs["background"] not in BACKGROUND_PHRASES:
-            raise TextError(f"unknown background {attrs['background']!r}")
+        _check_appearance(attrs["pattern"], attrs["background"])
+
+
+def _check_appearance(pattern: str, background: str) -> None:
+    if pattern not in PATTERN_WORDS:
+        raise TextError(f"unknown pattern {pattern!r}")
+    if background not in BACKGROUND_PHRASES:
+        raise TextError(f"unknown background {background!r}")
 
 
 def _shape_fields(attrs: dict, rng: np.random.Generator, max_words: int) -> dict:
@@ -405,10 +409,7 @@ def appearance_phrase(attrs: dict, rng: np.random.Generator) -> str:
     missing = [k for k in ("colour", "pattern", "background") if k not in attrs]
     if missing:
         raise TextError(f"appearance attributes lack {missing}")
-    if attrs["pattern"] not in PATTERN_WORDS:
-        raise TextError(f"unknown pattern {attrs['pattern']!r}")
-    if attrs["background"] not in BACKGROUND_PHRASES:
-        raise TextError(f"unknown background {attrs['background']!r}")
+    _check_appearance(attrs["pattern"], attrs["background"])
     return _fill(_pick(rng, templates()["appearance"]), _appearance_fields(attrs, rng))
 
 
@@ -431,20 +432,8 @@ def combination_captions(
     Raises:
         TextError: an unknown category, pattern or background.
     """
-    if category not in SHAPE_WORDS:
-        raise TextError(
-            f"unknown category {category!r}; valid: {', '.join(SHAPE_WORDS)}"
-        )
-    _check_attrs(
-        {
-            "category": category,
-            "params": {},
-            "colour": colour,
-            "pattern": pattern,
-            "background": background,
-        },
-        need_appearance=True,
-    )
+    _spec_map(category)  # raises on an unknown category
+    _check_appearance(pattern, background)
     levels = [lv for lvs in SHAPE_WORDS[category].values() for lv in lvs if lv]
     fields = {
         "noun": _NOUNS[category],
