@@ -199,6 +199,11 @@ PARAMS: dict[str, ParamSpec] = {
         "pseudo-words per sketch from C_v2w: 1 (the paper) or more (our option)",
         _int(1, 16),
     ),
+    "trip_memory": ParamSpec(
+        "remembered batches in L_trip's InfoNCE (our option; 0 = off, needs "
+        "trip_form infonce)",
+        _int(0, 64),
+    ),
     "unfreeze_blocks": ParamSpec(
         "also train the last k visual blocks (a deviation from the paper)", _int(0, 48)
     ),
@@ -261,6 +266,7 @@ PROFILE_VALUES: dict[str, dict[str, Any]] = {
         "lr_visual": 1e-4,
         "lr_modules": 1e-3,
         "trip_form": "hinge",
+        "trip_memory": 0,
         "sketch_tokens": 1,
         "amp": "bf16",
         "max_steps": 20000,

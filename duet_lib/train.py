@@ -105,6 +105,7 @@ CHECKPOINT_FORMAT = "duet_lib.train/1"
 #: Config fields that do not change the numbers of a run (left out of its hash,
 #: so a run can be resumed on another device or trained for more steps).
 _NOT_HASHED = ("device", "num_workers", "max_steps", "eval_batch_size")
+_HASHED_WHEN_ON = ("trip_memory",)
 
 _AMP = ("off", "bf16", "fp16")
 _SELECT = ("auto", "fgsbir_acc@1", "duet_acc@1", "fgsbir_mrr", "duet_mrr")
@@ -164,6 +165,13 @@ class TrainConfig:
         trip_form: "hinge" or "infonce".
         trip_mining: "given" (the dataset's negatives) or "batch_hardest".
         trip_negatives: negative kinds used by L_trip and L_RT.
+        trip_memory: k, remember the (detached) sketch and photo embeddings of
+            the last k batches for L_trip (our choice, MoCo-style; 0 = off). The
+            remembered sketch embeddings pass through C_v2w and the text encoder
+            again each step, and an InfoNCE over the current and remembered
+            (query, photo) pairs is added to L_trip, so C_v2w and P^L learn from
+            (k + 1) B pairs per step for the price of k B text-encoder rows; V
+            learns from the current batch only. Needs ``trip_form="infonce"``.
         comp_form: "infonce", "triplet", "hinge" or "pull".
         comp_negatives: negative kinds used by L_comp.
         comp_detach_reference: stop gradients through s_L^T in the hinge form.
@@ -220,6 +228,7 @@ class TrainConfig:
     trip_form: str = "hinge"
     trip_mining: str = "given"
     trip_negatives: tuple[str, ...] = ("same_appearance",)
+    trip_memory: int = 0
     comp_form: str = "infonce"
     comp_negatives: tuple[str, ...] = ("same_shape", "same_appearance")
     comp_detach_reference: bool = False
@@ -281,6 +290,7 @@ class TrainConfig:
             _number("tau_region", self.tau_region, 1e-4, 10.0),
             _choice("trip_form", self.trip_form, ("hinge", "infonce")),
             _choice("trip_mining", self.trip_mining, ("given", "batch_hardest")),
+            _integer("trip_memory", self.trip_memory, 0),
             _choice(
                 "comp_form", self.comp_form, ("infonce", "triplet", "hinge", "pull")
             ),
@@ -339,6 +349,12 @@ class TrainConfig:
                 'trip_mining="given" needs trip_negatives; name a kind or use '
                 '"batch_hardest"'
             )
+        if (
+            isinstance(self.trip_memory, int)
+            and self.trip_memory > 0
+            and self.trip_form != "infonce"
+        ):
+            problems.append('trip_memory > 0 needs trip_form="infonce"')
         problems = [p for p in problems if p]
         if problems:
             raise ValueError("invalid TrainConfig: " + "; ".join(problems))
@@ -495,6 +511,11 @@ def _run_identity(
     cfg: TrainConfig, bundle: ClipBundle, dataset: SketchPhotoSet
 ) -> dict:
     conf = {k: v for k, v in cfg.to_dict().items() if k not in _NOT_HASHED}
+    # options added after runs were cached hash only when switched on, so that
+    # existing runs keep their folders
+    for name in _HASHED_WHEN_ON:
+        if not conf.get(name):
+            conf.pop(name, None)
     return {
         "format": CHECKPOINT_FORMAT,
         "config": conf,
@@ -540,7 +561,9 @@ def duet_losses(
 
     Args:
         out: the model outputs (cast to float32 here).
-        batch: the data batch (``photo_index``, ``shape_index``, ``target``).
+        batch: the data batch (``photo_index``, ``shape_index``, ``target``; with
+            ``q_memory`` in ``out`` also ``memory_photo`` (N, E) and
+            ``memory_shape_index`` (N,), see ``TrainConfig.trip_memory``).
         cfg: the training configuration (forms, margins, temperatures).
         negative_kinds: the kinds of the columns of ``out["n"]``.
 
@@ -569,6 +592,17 @@ def duet_losses(
             # never its negatives
             labels=shape_labels,
         )
+        if "q_memory" in o:
+            # the memory term: one InfoNCE over current and remembered pairs
+            terms["trip"] = terms["trip"] + triplet_loss(
+                torch.cat([o["q_sketch"], o["q_memory"]]),
+                torch.cat([o["p"], batch["memory_photo"].to(o["p"].device).float()]),
+                form="infonce",
+                tau=cfg.tau,
+                labels=torch.cat(
+                    [shape_labels, batch["memory_shape_index"].to(o["p"].device)]
+                ),
+            )
     if w.enabled("comp"):
         neg = o["n"][:, comp_cols] if comp_cols else None
         terms["comp"] = compositionality_loss(
@@ -1072,6 +1106,8 @@ def train_duet(
     history: dict[str, Any] = {"train": [], "val": [], "select_metric": None}
     step, best_step, best_value, best_metrics = 0, -1, -math.inf, {}
     stale, stopped = 0, ""
+    # trip_memory: (sketch emb, photo emb, shape index) of the last k batches
+    memory: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
     if ckpt is not None:
         model.load_trainable_state_dict(ckpt["trainable"])
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -1082,6 +1118,10 @@ def train_duet(
         best_metrics = dict(ckpt["best_metrics"])
         stale, stopped = int(ckpt["stale"]), str(ckpt["stopped"])
         history = json.loads(ckpt["history_json"])
+        memory = [
+            (m["s"].to(device), m["p"].to(device), m["shape_index"].to(device))
+            for m in ckpt.get("trip_memory") or []
+        ]
     resumed_from = step
 
     def result(stop: str, trained: bool) -> TrainResult:
@@ -1213,6 +1253,10 @@ def train_duet(
                     "best_metrics": best_metrics,
                     "stale": stale,
                     "stopped": "patience" if stop else "",
+                    "trip_memory": [
+                        {"s": ms.cpu(), "p": mp.cpu(), "shape_index": ml.cpu()}
+                        for ms, mp, ml in memory
+                    ],
                     "history_json": json.dumps(history),
                 },
                 last_path,
@@ -1270,6 +1314,10 @@ def train_duet(
                     for key in ("fixed_index", "neutral_index"):
                         if torch.is_tensor(opts[key]):
                             opts[key] = opts[key].to(device)
+                    if memory:
+                        opts["memory"] = torch.cat([m[0] for m in memory])
+                        batch["memory_photo"] = torch.cat([m[1] for m in memory])
+                        batch["memory_shape_index"] = torch.cat([m[2] for m in memory])
                     autocast = (
                         torch.autocast("cuda", dtype=amp_dtype)
                         if amp_dtype is not None
@@ -1284,6 +1332,15 @@ def train_duet(
                         )
                     terms = duet_losses(out, batch, cfg, kinds)
                     loss, log = total_loss(terms, cfg.weights)
+                    if cfg.trip_memory:
+                        memory.append(
+                            (
+                                out["s"].detach().float(),
+                                out["p"].detach().float(),
+                                batch["shape_index"],
+                            )
+                        )
+                        del memory[: -cfg.trip_memory]
                     optimizer.zero_grad(set_to_none=True)
                     scaler.scale(loss).backward()
                     if cfg.grad_clip is not None:

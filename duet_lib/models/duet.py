@@ -662,6 +662,7 @@ class DuetModel(nn.Module):
         with_delta: bool = True,
         with_tokens: bool = True,
         decode: bool = True,
+        memory: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Every forward computation of one training step (chapter 09).
 
@@ -681,15 +682,26 @@ class DuetModel(nn.Module):
             with_delta: compute Delta and s_L^{T,Delta}.
             with_tokens: return patch tokens of photos and negatives.
             decode: run G on s_L^{T,Delta} (when computed) and s_L^T.
+            memory: (N, E) remembered sketch embeddings (detached, from earlier
+                steps) whose sketch-only queries are encoded too, in the same
+                C_v2w and text-tower passes (``TrainConfig.trip_memory``).
 
         Returns:
             Dict with ``s`` (B, E), ``p`` (B, E), ``n`` (B, M, E) when negatives
             are given, ``p_tokens`` (B, N, E) and ``n_tokens`` (B, M, N, E) with
             tokens, ``q_sketch`` (B, E), and as requested ``q_fixed`` ((B, E) or
             (B, F, E)), ``q_neutral`` ((B, E) or (B, M, E)), ``q_delta`` (B, E),
-            ``g_sketch`` and ``g_delta`` (B, 3, R, R) decoder images in [0, 1].
+            ``g_sketch`` and ``g_delta`` (B, 3, R, R) decoder images in [0, 1];
+            ``q_memory`` (N, E) with ``memory``.
         """
         b = sketch.shape[0]
+        if memory is not None and (
+            memory.ndim != 2 or memory.shape[1] != self.bundle.embed_dim
+        ):
+            raise ValueError(
+                f"memory must be (N, E={self.bundle.embed_dim}), got "
+                f"{tuple(memory.shape)}"
+            )
         if photo.shape != sketch.shape:
             raise ValueError(
                 f"photo {tuple(photo.shape)} must match sketch {tuple(sketch.shape)}"
@@ -715,14 +727,19 @@ class DuetModel(nn.Module):
                 out["n_tokens"] = tokens[2 * b :].view(b, m, *tokens.shape[1:])
 
         s_unit = F.normalize(out["s"], dim=-1)
+        inputs = [s_unit]
         if with_delta:
-            delta = self.delta(out["s"], out["p"])
-            words = self.converter(torch.cat([s_unit, delta], dim=0))
-            s_word, d_word = words[:b], words[b:]
-        else:
-            s_word, d_word = self.converter(s_unit), None
+            inputs.append(self.delta(out["s"], out["p"]))
+        if memory is not None:
+            inputs.append(F.normalize(memory.to(s_unit.dtype), dim=-1))
+        words = self.converter(torch.cat(inputs, dim=0))
+        s_word = words[:b]
+        d_word = words[b : 2 * b] if with_delta else None
+        m_word = words[len(words) - len(memory) :] if memory is not None else None
 
         specs: dict[str, QuerySpec] = {"q_sketch": self.spec_sketch(s_word)}
+        if m_word is not None:
+            specs["q_memory"] = self.spec_sketch(m_word)
         if fixed_index is not None:
             index = (
                 None

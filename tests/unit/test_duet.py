@@ -265,6 +265,44 @@ def test_forward_runs_every_pass_once_and_skips_what_is_off(model: DuetModel) ->
             h.remove()
 
 
+def test_remembered_sketches_share_the_passes_and_match_query_sketch(
+    model: DuetModel,
+) -> None:
+    e, size = model.bundle.embed_dim, model.bundle.image_size
+    g = torch.Generator().manual_seed(2)
+    sk, ph = (
+        torch.randn(B, 3, size, size, generator=g),
+        torch.randn(B, 3, size, size, generator=g),
+    )
+    remembered = torch.randn(5, e, generator=g)
+    calls = {"text": 0}
+    tokens_fn = model.encode_queries
+
+    def counting(specs, normalize=False):
+        calls["text"] += 1
+        return tokens_fn(specs, normalize)
+
+    model.encode_queries = counting  # type: ignore[method-assign]
+    assert not model.training  # no dropout, so the two routes must agree
+    try:
+        with torch.no_grad():
+            out = model(
+                sk, ph, None, with_tokens=False, decode=False, memory=remembered
+            )
+            assert calls["text"] == 1 and out["q_memory"].shape == (5, e)
+            torch.testing.assert_close(
+                out["q_memory"], model.query_sketch(remembered), atol=1e-5, rtol=1e-5
+            )
+            plain = model(sk, ph, None, with_tokens=False, decode=False)
+            # remembering rows does not change the current batch's queries
+            torch.testing.assert_close(plain["q_sketch"], out["q_sketch"])
+            torch.testing.assert_close(plain["q_delta"], out["q_delta"])
+            with pytest.raises(ValueError, match="memory must be"):
+                model(sk, ph, None, memory=torch.zeros(5, e + 1))
+    finally:
+        del model.encode_queries
+
+
 def test_gradients_reach_only_trainable_parameters() -> None:
     m = DuetModel(load_clip("duet-tiny-conv-96", seed=0)).train()
     size = m.bundle.image_size

@@ -18,6 +18,7 @@ from duet_lib.models.clip import load_clip
 from duet_lib.models.decoder import ImageDecoder
 from duet_lib.train import (
     TrainConfig,
+    _run_identity,
     build_model,
     duet_losses,
     evaluate_duet,
@@ -197,6 +198,54 @@ def test_resume_after_a_kill_equals_a_straight_run(
     assert len(fig.axes) == 2
     with pytest.raises(ValueError, match="no training steps"):
         plot_history({"train": [], "val": []})
+
+
+def test_trip_memory_resumes_exactly_and_changes_training(
+    world: SketchPhotoSet, tmp_path: Path
+) -> None:
+    cfg = small_config(max_steps=7, eval_every=3, trip_form="infonce", trip_memory=2)
+    straight = train_duet(
+        cfg, load_clip(MODEL, seed=0), world, tmp_path / "a", quiet=True
+    )
+    # the remembered pairs live in last.pt, so a resumed run sees the same memory
+    saved = load_checkpoint(tmp_path / "a" / "last.pt")["trip_memory"]
+    assert len(saved) == 2 and saved[0]["s"].shape == (4, 128)
+    assert saved[0]["shape_index"].shape == (4,)
+    train_duet(
+        cfg, load_clip(MODEL, seed=0), world, tmp_path / "b", quiet=True, stop_after=5
+    )
+    resumed = train_duet(
+        cfg, load_clip(MODEL, seed=0), world, tmp_path / "b", quiet=True
+    )
+    assert resumed.resumed_from == 3
+    assert [r["total"] for r in resumed.history["train"]] == [
+        r["total"] for r in straight.history["train"]
+    ]
+    plain = train_duet(
+        cfg.replace(trip_memory=0),
+        load_clip(MODEL, seed=0),
+        world,
+        tmp_path / "c",
+        quiet=True,
+    )
+    mem_trip = [r["trip"] for r in straight.history["train"]]
+    plain_trip = [r["trip"] for r in plain.history["train"]]
+    # step 1 has an empty memory: identical; from step 2 the memory term adds on
+    assert mem_trip[0] == plain_trip[0]
+    assert all(m > p for m, p in zip(mem_trip[1:], plain_trip[1:], strict=True))
+
+
+def test_trip_memory_config_and_hash(world: SketchPhotoSet) -> None:
+    with pytest.raises(ValueError, match='trip_memory > 0 needs trip_form="infonce"'):
+        TrainConfig(trip_memory=2, trip_form="hinge")
+    with pytest.raises(ValueError, match="trip_memory"):
+        TrainConfig(trip_memory=-1, trip_form="infonce")
+    bundle = load_clip(MODEL, seed=0)
+    off = _run_identity(TrainConfig(trip_form="infonce"), bundle, world)
+    on = _run_identity(TrainConfig(trip_form="infonce", trip_memory=2), bundle, world)
+    # switched off, the option is left out of the run identity (cached runs keep
+    # their folders); switched on, it is part of it
+    assert "trip_memory" not in off["config"] and on["config"]["trip_memory"] == 2
 
 
 class _Recording(SketchPhotoSet):
