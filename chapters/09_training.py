@@ -58,6 +58,7 @@ lr_visual = 1e-3  # learning rate of V's LayerNorms
 lr_modules = 1e-3  # learning rate of C_v2w, P^L and G
 trip_form = "infonce"  # L_trip over the batch (our choice for the tiny CLIP); hinge in the paper
 sketch_tokens = 8  # pseudo-words per sketch; the paper uses 1 (our choice)
+token_scale = 3.0  # norm of each pseudo-word in units of a real word norm (our choice)
 trip_memory = (
     0  # remembered batches in the InfoNCE of L_trip (our option); 0 switches it off
 )
@@ -86,6 +87,7 @@ validate_params(
     lr_modules=lr_modules,
     trip_form=trip_form,
     sketch_tokens=sketch_tokens,
+    token_scale=token_scale,
     trip_memory=trip_memory,
     loss_weights=loss_weights,
     unfreeze_blocks=unfreeze_blocks,
@@ -210,6 +212,7 @@ cfg = TrainConfig(
     trip_form=trip_form,
     trip_memory=trip_memory,
     sketch_tokens=sketch_tokens,
+    token_scale=token_scale,
     weights=LossWeights.from_dict(
         {name: float(loss_weights.get(name, 0.0)) for name in LOSS_NAMES}
     ),

@@ -95,6 +95,7 @@ lr_visual = 1e-3  # learning rate of V LayerNorms (duet and B-CLIP)
 lr_modules = 1e-3  # learning rate of C_v2w, P^L and G (and of the inversion map)
 trip_form = "infonce"  # L_trip over the batch (our choice for the tiny CLIP); hinge in the paper
 sketch_tokens = 8  # pseudo-words per sketch; the paper uses 1 (our choice)
+token_scale = 3.0  # norm of each pseudo-word in units of a real word norm (our choice)
 loss_weights = {"trip": 1, "comp": 1, "reg": 1, "tt": 0.25, "rt": 1, "rec": 1}  # λs
 ablations = ["trip", "comp", "reg", "tt", "rt", "rec"]  # losses removed one at a time
 ablation_steps = 150  # training steps of each ablation run (None means max_steps)
@@ -123,6 +124,7 @@ validate_params(
     lr_modules=lr_modules,
     trip_form=trip_form,
     sketch_tokens=sketch_tokens,
+    token_scale=token_scale,
     loss_weights=loss_weights,
     ablations=ablations,
     ablation_steps=ablation_steps,
@@ -335,6 +337,7 @@ base_cfg = TrainConfig(
     lr_modules=lr_modules,
     trip_form=trip_form,
     sketch_tokens=sketch_tokens,
+    token_scale=token_scale,
     weights=LossWeights.from_dict(
         {name: float(loss_weights.get(name, 0.0)) for name in LOSS_NAMES}
     ),

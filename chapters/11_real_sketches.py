@@ -86,6 +86,7 @@ lr_visual = 1e-3  # learning rate of the LayerNorms of V, for the duet and B-CLI
 lr_modules = 1e-3  # learning rate of C_v2w, P^L and G
 trip_form = "infonce"  # L_trip over the batch (our choice for the tiny CLIP); hinge in the paper
 sketch_tokens = 8  # pseudo-words per sketch; the paper uses 1 (our choice)
+token_scale = 3.0  # norm of each pseudo-word in units of a real word norm (our choice)
 loss_weights = {"trip": 1, "comp": 1, "reg": 1, "tt": 0.25, "rt": 1, "rec": 1}  # λs
 eval_every = 20  # validation every N steps; the best validation state is kept
 text = None  # generic words after the sketch word; None -> a chair or a shoe
@@ -111,6 +112,7 @@ validate_params(
     lr_modules=lr_modules,
     trip_form=trip_form,
     sketch_tokens=sketch_tokens,
+    token_scale=token_scale,
     loss_weights=loss_weights,
     eval_every=eval_every,
     text=text,
@@ -382,6 +384,7 @@ cfg = TrainConfig(
     lr_modules=lr_modules,
     trip_form=trip_form,
     sketch_tokens=sketch_tokens,
+    token_scale=token_scale,
     weights=LossWeights.from_dict(
         {name: float(loss_weights.get(name, 0.0)) for name in LOSS_NAMES}
     ),

@@ -199,6 +199,11 @@ PARAMS: dict[str, ParamSpec] = {
         "pseudo-words per sketch from C_v2w: 1 (the paper) or more (our option)",
         _int(1, 16),
     ),
+    "token_scale": ParamSpec(
+        "norm of the pseudo-words as a multiple of a real word's (our option; "
+        "1 keeps real-word size)",
+        _float(0.01, 99),
+    ),
     "trip_memory": ParamSpec(
         "remembered batches in L_trip's InfoNCE (our option; 0 = off, needs "
         "trip_form infonce)",
@@ -267,6 +272,7 @@ PROFILE_VALUES: dict[str, dict[str, Any]] = {
         "lr_modules": 1e-3,
         "trip_form": "hinge",
         "trip_memory": 0,
+        "token_scale": 1.0,
         "sketch_tokens": 1,
         "amp": "bf16",
         "max_steps": 20000,

@@ -105,7 +105,7 @@ CHECKPOINT_FORMAT = "duet_lib.train/1"
 #: Config fields that do not change the numbers of a run (left out of its hash,
 #: so a run can be resumed on another device or trained for more steps).
 _NOT_HASHED = ("device", "num_workers", "max_steps", "eval_batch_size")
-_HASHED_WHEN_ON = ("trip_memory",)
+_HASHED_WHEN_CHANGED = {"trip_memory": 0, "token_scale": 1.0}
 
 _AMP = ("off", "bf16", "fp16")
 _SELECT = ("auto", "fgsbir_acc@1", "duet_acc@1", "fgsbir_mrr", "duet_mrr")
@@ -195,6 +195,8 @@ class TrainConfig:
         prompt_init: words that initialise P^L, or None for random.
         converter_hidden: hidden width of C_v2w (None = 4 E).
         converter_dropout: dropout of C_v2w.
+        token_scale: norm of C_v2w's pseudo-words as a multiple of the mean
+            norm of a real word's token embedding (1 = the same size).
         decoder_size: G's output side (32, 64 or 128).
         augment: augment training sketches.
         stroke_drop: probability of dropping a stroke.
@@ -250,6 +252,7 @@ class TrainConfig:
     prompt_init: str | None = "a photo of"
     converter_hidden: int | None = None
     converter_dropout: float = 0.1
+    token_scale: float = 1.0
     decoder_size: int = 64
     augment: bool = True
     stroke_drop: float = 0.1
@@ -310,6 +313,7 @@ class TrainConfig:
             _integer("sketch_tokens", self.sketch_tokens, 1),
             _integer("converter_hidden", self.converter_hidden, 1, none_ok=True),
             _number("converter_dropout", self.converter_dropout, 0.0, 0.99),
+            _number("token_scale", self.token_scale, 0.01, 99.0),
             _choice("decoder_size", self.decoder_size, (32, 64, 128)),
             _number("line_width", self.line_width, 0.1, 64.0),
         ]
@@ -464,6 +468,7 @@ def build_model(cfg: TrainConfig, bundle: ClipBundle) -> DuetModel:
         prompt_init=cfg.prompt_init,
         converter_hidden=cfg.converter_hidden,
         converter_dropout=cfg.converter_dropout,
+        token_scale=cfg.token_scale,
         decoder_size=cfg.decoder_size,
         unfreeze_last_visual_blocks=cfg.unfreeze_last_visual_blocks,
         delta=cfg.delta_options(),
@@ -511,10 +516,10 @@ def _run_identity(
     cfg: TrainConfig, bundle: ClipBundle, dataset: SketchPhotoSet
 ) -> dict:
     conf = {k: v for k, v in cfg.to_dict().items() if k not in _NOT_HASHED}
-    # options added after runs were cached hash only when switched on, so that
-    # existing runs keep their folders
-    for name in _HASHED_WHEN_ON:
-        if not conf.get(name):
+    # options added after runs were cached enter the hash only when they differ
+    # from their default, so that existing runs keep their folders
+    for name, default in _HASHED_WHEN_CHANGED.items():
+        if conf.get(name) == default:
             conf.pop(name, None)
     return {
         "format": CHECKPOINT_FORMAT,

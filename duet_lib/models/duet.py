@@ -170,6 +170,8 @@ class DuetModel(nn.Module):
             Delta^w are single words. K_s > 1: each becomes a phrase of K_s
             pseudo-words (our option for the tiny text encoder); words are then
             (B, K_s, d) wherever this class says (B, d).
+        token_scale: norm of the pseudo-words C_v2w writes, as a multiple of
+            ``token_norm`` (1: the size of a typical real word; our option).
         seed: seed of the initialisation of C_v2w, P^L (random init) and G.
 
     Attributes:
@@ -178,7 +180,7 @@ class DuetModel(nn.Module):
         prompt: P^L.
         decoder: G.
         token_norm: mean norm of the rows of the token table; C_v2w scales its
-            outputs to this norm.
+            outputs to ``token_scale`` times this norm.
     """
 
     def __init__(
@@ -195,6 +197,7 @@ class DuetModel(nn.Module):
         fixed_prompts: Sequence[str] | None = None,
         neutral_texts: Sequence[str] | None = None,
         sketch_tokens: int = 1,
+        token_scale: float = 1.0,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -221,15 +224,19 @@ class DuetModel(nn.Module):
         self.unfreeze_last_visual_blocks = unfreeze_last_visual_blocks
         freeze_for_duet(self.clip, unfreeze_last_visual_blocks)
 
+        ok = isinstance(token_scale, int | float) and not isinstance(token_scale, bool)
+        if not ok or not 0 < token_scale < 100:
+            raise ValueError(f"token_scale must be in (0, 100), got {token_scale!r}")
         table = self.clip.token_embedding.weight.detach()
         self.token_norm = float(table.norm(dim=1).mean())
+        self.token_scale = float(token_scale)
         embed_dim, token_dim = int(bundle.embed_dim), int(bundle.token_dim)
         self.converter = VisualToWord(
             embed_dim,
             token_dim,
             hidden=converter_hidden,
             dropout=converter_dropout,
-            token_norm=self.token_norm,
+            token_norm=self.token_norm * self.token_scale,
             n_tokens=sketch_tokens,
             seed=seed,
         )

@@ -303,6 +303,18 @@ def test_remembered_sketches_share_the_passes_and_match_query_sketch(
         del model.encode_queries
 
 
+def test_token_scale_sets_the_pseudo_word_norm() -> None:
+    bundle = load_clip("duet-tiny-conv-96", seed=0)
+    scaled = DuetModel(bundle, token_scale=3.0, sketch_tokens=2, seed=0).eval()
+    emb = torch.randn(4, bundle.embed_dim, generator=torch.Generator().manual_seed(0))
+    norms = scaled.sketch_word(emb).norm(dim=-1)
+    assert norms.shape == (4, 2)
+    torch.testing.assert_close(norms, torch.full((4, 2), 3.0 * scaled.token_norm))
+    for bad in (0, -1.0, True, "3"):
+        with pytest.raises(ValueError, match="token_scale"):
+            DuetModel(load_clip("duet-tiny-conv-96", seed=0), token_scale=bad)
+
+
 def test_gradients_reach_only_trainable_parameters() -> None:
     m = DuetModel(load_clip("duet-tiny-conv-96", seed=0)).train()
     size = m.bundle.image_size

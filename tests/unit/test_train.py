@@ -246,6 +246,13 @@ def test_trip_memory_config_and_hash(world: SketchPhotoSet) -> None:
     # switched off, the option is left out of the run identity (cached runs keep
     # their folders); switched on, it is part of it
     assert "trip_memory" not in off["config"] and on["config"]["trip_memory"] == 2
+    scaled = _run_identity(
+        TrainConfig(trip_form="infonce", token_scale=3.0), bundle, world
+    )
+    assert "token_scale" not in off["config"]
+    assert scaled["config"]["token_scale"] == 3.0
+    with pytest.raises(ValueError, match="token_scale"):
+        TrainConfig(token_scale=0.0)
 
 
 class _Recording(SketchPhotoSet):
