@@ -1337,7 +1337,7 @@ def train_duet(
                         )
                     terms = duet_losses(out, batch, cfg, kinds)
                     loss, log = total_loss(terms, cfg.weights)
-                    if cfg.trip_memory:
+                    if cfg.trip_memory and cfg.weights.enabled("trip"):
                         memory.append(
                             (
                                 out["s"].detach().float(),
