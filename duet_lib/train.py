@@ -105,7 +105,9 @@ CHECKPOINT_FORMAT = "duet_lib.train/1"
 #: Config fields that do not change the numbers of a run (left out of its hash,
 #: so a run can be resumed on another device or trained for more steps).
 _NOT_HASHED = ("device", "num_workers", "max_steps", "eval_batch_size")
-_HASHED_WHEN_CHANGED = {"trip_memory": 0, "token_scale": 1.0}
+#: Options added after runs were cached: they enter the hash only when they
+#: differ from their default, so existing runs keep their folders.
+_HASHED_WHEN_CHANGED = ("trip_memory", "token_scale")
 
 _AMP = ("off", "bf16", "fp16")
 _SELECT = ("auto", "fgsbir_acc@1", "duet_acc@1", "fgsbir_mrr", "duet_mrr")
@@ -516,11 +518,10 @@ def _run_identity(
     cfg: TrainConfig, bundle: ClipBundle, dataset: SketchPhotoSet
 ) -> dict:
     conf = {k: v for k, v in cfg.to_dict().items() if k not in _NOT_HASHED}
-    # options added after runs were cached enter the hash only when they differ
-    # from their default, so that existing runs keep their folders
-    for name, default in _HASHED_WHEN_CHANGED.items():
-        if conf.get(name) == default:
-            conf.pop(name, None)
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    for name in _HASHED_WHEN_CHANGED:
+        if conf[name] == defaults[name]:
+            del conf[name]
     return {
         "format": CHECKPOINT_FORMAT,
         "config": conf,
