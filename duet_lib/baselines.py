@@ -66,7 +66,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import default_collate
-from tqdm.auto import tqdm
 
 from duet_lib.checkpoint import config_hash, load_checkpoint, save_checkpoint
 from duet_lib.data.pairs import (
@@ -91,6 +90,7 @@ from duet_lib.models.text_encoding import (
     pseudo_rows,
     tokenize_templates,
 )
+from duet_lib.progress import tqdm
 from duet_lib.repro import resolve_device
 from duet_lib.tasks import DEFAULT_TARGET_SIZE, RetrievalTask, retrieval_task
 from duet_lib.train import (

@@ -29,6 +29,7 @@ import yaml
 
 from duet_lib.config import PROFILES, ParameterError, profile_values, validate_params
 from duet_lib.paths import REPO_ROOT, build_dir
+from duet_lib.progress import PROGRESS_ENV
 from duet_lib.repro import env_report
 from duet_lib.results import METRICS_FILE, write_json_atomic
 
@@ -178,6 +179,8 @@ def run_chapter(
     if profile != "paper":
         # The embedded default never downloads: a missing weight fails at once.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # Text progress bars: a saved notebook cannot replay widget bars (progress.py).
+    os.environ.setdefault(PROGRESS_ENV, "text")
     t0 = time.perf_counter()
     error = None
     try:
@@ -260,7 +263,7 @@ def run(
     quiet: bool = False,
 ) -> list[dict[str, Any]]:
     """Run the selected chapters in order; stop at the first failure."""
-    from tqdm.auto import tqdm
+    from duet_lib.progress import tqdm
 
     chapters = select(discover(), names)
     records = []

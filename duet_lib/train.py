@@ -54,7 +54,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, DistributedSampler
-from tqdm.auto import tqdm
 
 from duet_lib.checkpoint import (
     atomic_write,
@@ -84,6 +83,7 @@ from duet_lib.metrics import retrieval_report
 from duet_lib.models.clip import ClipBundle
 from duet_lib.models.duet import DELTA_SPACES, DeltaOptions, DuetModel
 from duet_lib.models.text_encoding import encode_text
+from duet_lib.progress import tqdm
 from duet_lib.repro import resolve_device
 from duet_lib.tasks import retrieval_task
 

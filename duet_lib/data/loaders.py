@@ -52,11 +52,11 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm.auto import tqdm
 
 from duet_lib.data.records import SPLITS, SketchPhotoSet, SketchRecord
 from duet_lib.data.safe_pickle import safe_load
 from duet_lib.data.strokes import CANVAS, StrokeError, rasterize, validate_strokes
+from duet_lib.progress import tqdm
 
 __all__ = [
     "IMAGE_EXTENSIONS",

@@ -45,7 +45,6 @@ from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
-from tqdm.auto import tqdm
 
 from duet_lib.data.records import SPLITS, SketchPhotoSet, SketchRecord
 from duet_lib.data.strokes import CANVAS, rasterize
@@ -86,6 +85,7 @@ from duet_lib.data.world_text import (
     shape_phrases,
     shape_vocabulary,
 )
+from duet_lib.progress import tqdm
 
 __all__ = [
     "BACKGROUNDS",

@@ -503,7 +503,7 @@ def pretrain_clip(
     Returns:
         A :class:`PretrainResult`; ``trained_now`` is False when the cache was used.
     """
-    from tqdm.auto import tqdm
+    from duet_lib.progress import tqdm
 
     folder = pretrain_dir(cfg)
     final = folder / "model.pt"

@@ -88,3 +88,29 @@ def test_select_by_number_and_stem():
 def test_cli_list(capsys):
     assert book.main(["list"]) == 0
     assert "00_duet_at_a_glance" in capsys.readouterr().out
+
+
+def test_runner_records_text_progress_bars(tmp_path, build, monkeypatch):
+    # the kernel inherits DUET_PROGRESS=text from the runner, so duet_lib's bars are
+    # tqdm's text bars (a saved notebook cannot replay widget bars)
+    monkeypatch.setenv("DUET_PROGRESS", "unset-by-test")
+    monkeypatch.delenv("DUET_PROGRESS")  # restored to "absent" after the test
+    body = (
+        "import os\n"
+        "import tqdm.std as tstd\n"
+        "from duet_lib.progress import tqdm as bar\n"
+        "assert os.environ['DUET_PROGRESS'] == 'text'\n"
+        "assert bar is tstd.tqdm, bar\n"
+        "for _ in bar(range(3), desc='demo'):\n"
+        "    pass\n"
+    )
+    chapter = _notebook(tmp_path / "96_bars.ipynb", body)
+    assert book.run_chapter(chapter, "smoke", quiet=True)["status"] == "ok"
+    executed = nbformat.read(build / "executed" / "96_bars.smoke.ipynb", as_version=4)
+    outputs = [o for c in executed.cells if c.cell_type == "code" for o in c.outputs]
+    text = "".join(o.get("text", "") for o in outputs)
+    assert "demo: 100%" in text and "3/3" in text, text
+    assert "IProgress" not in text
+    assert not any(
+        "application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs
+    )
