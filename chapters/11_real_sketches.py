@@ -50,6 +50,7 @@ from duet_lib.data.strokes import split_strokes
 from duet_lib.failures import cumulative_match, failure_gallery, worst_queries
 from duet_lib.losses import LOSS_NAMES, LossWeights
 from duet_lib.metrics import chance_acc_at_k, ranks_pessimistic, retrieval_report
+from duet_lib.models.clip import count_parameters
 from duet_lib.models.pretrain import chapter_backbone
 from duet_lib.paths import data_dir, shared_chairv2
 from duet_lib.plotting import use_book_style
@@ -81,6 +82,10 @@ pretrained = None  # None -> the book tiny CLIP of chapter 2; or a tag or weight
 subset_size = None  # keep at most this many photos per split with their sketches
 max_steps = 100  # duet training steps
 baseline_steps = 100  # B-CLIP training steps
+deviation_blocks = (
+    4  # experiment 3 also trains the last k blocks of V (a deviation; 0 skips it)
+)
+deviation_steps = 300  # training steps of experiment 3
 batch_size = 32  # sketches per step
 lr_visual = 1e-3  # learning rate of the LayerNorms of V, for the duet and B-CLIP
 lr_modules = 1e-3  # learning rate of C_v2w, P^L and G
@@ -107,6 +112,8 @@ validate_params(
     subset_size=subset_size,
     max_steps=max_steps,
     baseline_steps=baseline_steps,
+    deviation_blocks=deviation_blocks,
+    deviation_steps=deviation_steps,
     batch_size=batch_size,
     lr_visual=lr_visual,
     lr_modules=lr_modules,
@@ -133,6 +140,7 @@ env = env_report(seed=seed, device=device, profile=profile)
 query_text = text or {"chairv2": "a chair", "shoev2": "a shoe"}[dataset]
 # The smoke profile sets max_steps only; B-CLIP then takes as few steps as the duet.
 bclip_steps = min(baseline_steps, max_steps) if profile == "smoke" else baseline_steps
+dev_steps = min(deviation_steps, max_steps) if profile == "smoke" else deviation_steps
 t_chapter = time.perf_counter()
 
 
@@ -419,6 +427,51 @@ fig
 # about 850 training sketches the validation curve is noisy: with about 100 validation
 # sketches, one query is worth about one percentage point.
 #
+# ## Experiment 3: a labelled deviation, more of $V$ trained
+#
+# The paper trains only the LayerNorms of $V$; that suits a backbone whose features
+# already tell real chairs apart. Ours has never seen a real chair, so we suspect
+# that the frozen weights are what holds it back. To test the suspicion we train the
+# same duet once more with the last `deviation_blocks` transformer blocks of $V$
+# trained as well (`unfreeze_last_visual_blocks` in `TrainConfig`), for
+# `deviation_steps` steps, everything else unchanged and the kept state again chosen
+# on validation. This is **our deviation, not the paper's method**; its rows in the
+# table below say so. (We chose all four blocks and 300 steps from two validation
+# runs: 300 steps with LayerNorms only reached validation Acc@10 of 59 to 68 %
+# across its evaluations, with all four blocks trained 68 to 80 %.)
+
+# %%
+if deviation_blocks:
+    dev_cfg = dataclasses.replace(
+        cfg,
+        max_steps=dev_steps,
+        eval_every=min(eval_every, dev_steps),
+        unfreeze_last_visual_blocks=deviation_blocks,
+    )
+    dev_bundle = fresh_bundle()
+    t0 = time.perf_counter()
+    dev_result = train_duet(
+        dev_cfg,
+        dev_bundle,
+        train_view,
+        run_dir(out_dir, "duet-deviation", dev_cfg, dev_bundle, train_view),
+        quiet=quiet,
+    )
+    dev_s = time.perf_counter() - t0
+    dev_model = load_trained_duet(fresh_bundle(), dev_result.best_checkpoint)
+    n_trained = count_parameters(dev_model.clip.visual, trainable_only=True)
+    n_visual = count_parameters(dev_model.clip.visual)
+    print(
+        f"deviation run ({deviation_blocks} blocks of V trained, {n_trained:,} of "
+        f"{n_visual:,} visual weights): {dev_result.step} steps in {dev_s:.1f} s; "
+        f"kept step {dev_result.best_step} (val {dev_result.select_metric} = "
+        f"{dev_result.best_value:.3f})"
+    )
+else:
+    dev_result, dev_model, dev_s = None, None, 0.0
+    print("experiment 3 skipped (deviation_blocks = 0)")
+
+# %% [markdown]
 # ## Results
 #
 # We evaluate the kept duet on the report split with `duet_lib.train.evaluate_duet`,
@@ -429,6 +482,7 @@ fig
 # %%
 texts = [query_text] * n_query
 duet_eval = evaluate_duet(model, data, split, texts=texts)
+dev_eval = evaluate_duet(dev_model, data, split, texts=texts) if dev_model else None
 
 
 @torch.no_grad()
@@ -464,6 +518,7 @@ def duet_similarities(model, with_text):
 
 sim_duet = duet_similarities(model, with_text=False)
 sim_text = duet_similarities(model, with_text=True)
+sim_dev = duet_similarities(dev_model, with_text=False) if dev_model else None
 bclip.bundle.model.eval()
 sketch_emb_b, photo_emb_b = embed_split(bclip.bundle.model.encode_image)
 sim_bclip = sketch_emb_b @ photo_emb_b.T
@@ -471,7 +526,7 @@ for sim, reference_metrics, key in (
     (sim_duet, duet_eval, "fgsbir"),
     (sim_text, duet_eval, "duet"),
     (sim_bclip, bclip_test, "bclip_fg"),
-):
+) + (((sim_dev, dev_eval, "fgsbir"),) if dev_model else ()):
     mine = retrieval_report(sim, task.target)
     for k in (1, 5, 10):
         torch.testing.assert_close(
@@ -490,6 +545,19 @@ methods = [
     (f"late fusion: s_L^T + '{query_text}'", duet_eval, "fusion"),
     (f"text only: '{query_text}'", duet_eval, "text"),
 ]
+if dev_model:
+    methods += [
+        (
+            f"*deviation:* duet, {deviation_blocks} blocks of V trained: image side",
+            dev_eval,
+            "visual",
+        ),
+        (
+            f"*deviation:* duet, {deviation_blocks} blocks of V trained: s_L^T",
+            dev_eval,
+            "fgsbir",
+        ),
+    ]
 table = [f"| {split} query (N = {n_gallery}) | Acc@1 | Acc@5 | Acc@10 | mean rank |"]
 table.append("|---|---:|---:|---:|---:|")
 table.append(
@@ -522,6 +590,8 @@ curves = {
     "duet s_L^T": sim_duet,
     f"duet + {query_text}": sim_text,
 }
+if dev_model:
+    curves[f"deviation s_L^T ({deviation_blocks} blocks)"] = sim_dev
 fig, ax = plt.subplots(figsize=(6.5, 4.2))
 k_axis = np.arange(1, n_gallery + 1)
 ax.plot(k_axis, 100 * k_axis / n_gallery, "k--", linewidth=1, label="chance")
@@ -616,6 +686,10 @@ rows.append("|---|---:|---:|---:|")
 for name, (pp, ss, z) in diag.items():
     rows.append(f"| {name} | {pp:.3f} | {ss:.3f} | {z:+.2f} |")
 rows.append(f"| duet s_L^T against V'(photo) | – | – | {pair_z(sim_duet):+.2f} |")
+if dev_model:
+    rows.append(
+        f"| deviation s_L^T against its V'(photo) | – | – | {pair_z(sim_dev):+.2f} |"
+    )
 display(Markdown("\n".join(rows)))
 
 best_name = max(curves, key=lambda n: float((ranks[n] <= 1).double().mean()))
@@ -647,11 +721,16 @@ display(
 # - **Little to tune.** Following the paper, only the LayerNorms of $V$ adapt (a
 #   small fraction of its weights); they rescale features the backbone already has
 #   and cannot learn new ones. Sain et al. (2023) found that enough for web-pretrained
-#   CLIP; here we believe it is the main brake (exercise 2 lifts it). In our run
-#   B-CLIP's tuning barely moved the embeddings (photo–photo cosine 0.110 → 0.116,
-#   true-pair z-score +0.82 → +0.84), and the state it selected on validation (Acc@1
-#   0.16, after 20 steps) carried over to test only marginally (6.8 % against 6.2 %
-#   zero-shot).
+#   CLIP. In our run B-CLIP's tuning barely moved the embeddings (photo–photo cosine
+#   0.110 → 0.116, true-pair z-score +0.82 → +0.84), and the state it selected on
+#   validation (Acc@1 0.16, after 20 steps) carried over to test only marginally
+#   (6.8 % against 6.2 % zero-shot). Experiment 3 measured how much of a brake this
+#   is: with all four blocks of $V$ trained (86 % of its weights, our deviation), the
+#   sketch-only query reached 9.6 % / 47.1 % (Acc@1 / Acc@10) against 4.3 % / 34.1 %
+#   with LayerNorms only, its mean rank fell from 26.6 to 17.6 and its true-pair
+#   z-score rose from +0.82 to +1.15. Freezing costs something, then, but unfreezing
+#   closes only a small part of the gap to the reference: about 850 sketches cannot
+#   teach a backbone what millions of web images taught the reference's.
 # - **A text tower that knows the world's words.** The duet's queries come out of the
 #   text tower, which learned its language from the world's templated captions; a few
 #   minutes of training must route real-chair identity through it, and with so few
@@ -671,7 +750,9 @@ display(
 #
 # Claims of this chapter: the metrics are well-formed rates on the full report
 # gallery; model selection read only the validation split; in the teach profile,
-# training on real sketches beats chance by a clear factor.
+# training on real sketches beats chance by a clear factor, and the deviation run of
+# experiment 3 ranks better than the paper's LayerNorm-only recipe (mean reciprocal
+# rank of the sketch-only query).
 
 # %%
 n_val_photos = len(data.photo_ids("val"))
@@ -684,6 +765,8 @@ reports = {
     "fusion": (duet_eval, "fusion"),
     "text_only": (duet_eval, "text"),
 }
+if dev_model:
+    reports |= {"dev_visual": (dev_eval, "visual"), "dev_sketch": (dev_eval, "fgsbir")}
 for name, (m, prefix) in reports.items():
     for k in (1, 5, 10):
         assert 0.0 <= m[f"{prefix}_acc@{k}"] <= 1.0, (name, k)
@@ -695,6 +778,10 @@ for name, (m, prefix) in reports.items():
 assert set(train_view.photo_split).isdisjoint(data.photo_ids("test"))
 assert all(r["fgsbir_n_gallery"] == n_val_photos for r in result.history["val"])
 assert all(r["bclip_fg_n_gallery"] == n_val_photos for r in bclip.history["val"])
+if dev_model:
+    assert all(r["fgsbir_n_gallery"] == n_val_photos for r in dev_result.history["val"])
+    # the deviation really trained more of V than the paper's recipe
+    assert n_trained > count_parameters(model.clip.visual, trainable_only=True)
 assert result.best_checkpoint is not None and result.best_checkpoint.is_file()
 assert all(np.isfinite(r["total"]) for r in result.history["train"])
 trained_mrr = max(duet_eval["fgsbir_mrr"], bclip_test["bclip_fg_mrr"])
@@ -704,6 +791,11 @@ if profile == "teach":
     # a clear factor: at least 1.5 times chance, at Acc@10 and in mean reciprocal rank
     assert trained_acc10 >= 1.5 * chance_acc_at_k(n_gallery, 10), trained_acc10
     assert trained_mrr >= 1.5 * chance_mrr, (trained_mrr, chance_mrr)
+    if dev_model:
+        assert dev_eval["fgsbir_mrr"] > duet_eval["fgsbir_mrr"], (
+            dev_eval["fgsbir_mrr"],
+            duet_eval["fgsbir_mrr"],
+        )
 
 metrics = {"n_gallery": n_gallery, "n_queries": n_query, "split": split}
 for name, (m, prefix) in reports.items():
@@ -717,7 +809,10 @@ metrics |= {
     "val_bclip_acc@1": bclip.best_value,
     "duet_steps": result.step,
     "bclip_steps": bclip_steps,
-    "train_s": round(duet_s + bclip_s, 1),
+    "deviation_blocks": deviation_blocks,
+    "deviation_steps": dev_result.step if dev_result else 0,
+    "val_deviation_acc@1": dev_result.best_value if dev_result else None,
+    "train_s": round(duet_s + bclip_s + dev_s, 1),
     "chapter_s": round(time.perf_counter() - t_chapter, 1),
 }
 save_metrics(out_dir, metrics)
@@ -733,6 +828,10 @@ metrics
 #   LayerNorms (and the duet's small modules) free, end above chance (the checks ask
 #   the better of them for 1.5 times chance) but close little of the gap to the
 #   reference; report what you reach, not the target.
+# - Training all four blocks of $V$ as well (experiment 3, a labelled deviation from
+#   the paper) lifted the sketch-only query to 9.6 % / 47.1 % in our run, the best row
+#   of the table and still far from the reference: frozen weights are one brake, the
+#   missing pretraining the larger one.
 # - A generic text such as "a chair" carries no instance information and barely moves
 #   the composed query; the duet's gain needs words about the target.
 # - In a short run we inspected, the worst failures lost proportion (wide sofas
@@ -745,9 +844,9 @@ metrics
 #
 # 1. Set `text` to a neutral phrase such as "drawn by hand" and then to a wrong word
 #    such as "a shoe". Which rows of the table move, and why?
-# 2. Add `unfreeze_last_visual_blocks=1` to the `TrainConfig` (a deviation from the
-#    paper). How much of the gap to the reference does a fully trained last block
-#    close, and what happens to the validation curve?
+# 2. Set `deviation_blocks` to 1 and then 2 (experiment 3 trains the last k blocks of
+#    $V$). How much of experiment 3's gain needs the early blocks, and how do the
+#    validation curves of the three runs differ?
 # 3. Plot each test query's rank against its number of strokes. Do sparse sketches
 #    fail more often?
 # 4. Write three words of description for ten test photos and use them as `texts`

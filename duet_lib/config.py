@@ -229,6 +229,14 @@ PARAMS: dict[str, ParamSpec] = {
         _int(1, none_ok=True),
     ),
     "baseline_steps": ParamSpec("training steps of each baseline", _int(1)),
+    "deviation_blocks": ParamSpec(
+        "visual blocks also trained in chapter 11's labelled-deviation run "
+        "(0 skips the run)",
+        _int(0, 48),
+    ),
+    "deviation_steps": ParamSpec(
+        "training steps of chapter 11's labelled-deviation run", _int(1)
+    ),
     "fusion_weight": ParamSpec(
         "weight of the text in late fusion (sketch + w text)", _float(0, 100)
     ),
@@ -272,6 +280,7 @@ PROFILE_VALUES: dict[str, dict[str, Any]] = {
         "lr_modules": 1e-3,
         "trip_form": "hinge",
         "trip_memory": 0,
+        "deviation_blocks": 0,
         "token_scale": 1.0,
         "sketch_tokens": 1,
         "amp": "bf16",
