@@ -172,6 +172,8 @@ _METHOD_FIELDS = {
         "map_hidden",
         "map_dropout",
         "template",
+        "word_tokens",
+        "word_scale",
     ),
 }
 
@@ -228,6 +230,9 @@ class BaselineConfig:
         word_tokens: pseudo-words phi emits per image (1 as in Pic2Word and
             SEARLE); with K > 1 the placeholder of ``template`` stands for a phrase
             of K pseudo-words, the same option the duet has (``sketch_tokens``).
+        word_scale: norm of each pseudo-word in units of the mean norm of a real
+            word's token (1 as in Pic2Word and SEARLE); the duet's option of the
+            same meaning is ``token_scale``.
     """
 
     seed: int = 0
@@ -259,6 +264,7 @@ class BaselineConfig:
     map_dropout: float = 0.1
     template: str = f"a photo of {PLACEHOLDER}"
     word_tokens: int = 1
+    word_scale: float = 1.0
 
     def __post_init__(self) -> None:
         negatives = self.negatives
@@ -289,6 +295,7 @@ class BaselineConfig:
             _number("tau", self.tau, 1e-4, 10.0),
             _integer("map_hidden", self.map_hidden, 1, none_ok=True),
             _integer("word_tokens", self.word_tokens, 1),
+            _number("word_scale", self.word_scale, 1e-3, 100.0),
             _number("map_dropout", self.map_dropout, 0.0, 0.99),
         ]
         for name in ("quiet", "augment"):
@@ -1009,7 +1016,7 @@ def _build_mapper(bundle: ClipBundle, cfg: BaselineConfig) -> VisualToWord:
         int(bundle.token_dim),
         hidden=cfg.map_hidden,
         dropout=cfg.map_dropout,
-        token_norm=_token_norm(bundle),
+        token_norm=cfg.word_scale * _token_norm(bundle),
         n_tokens=cfg.word_tokens,
         seed=cfg.seed,
     ).to(bundle.device)

@@ -123,11 +123,15 @@ def test_config_validation_and_round_trip() -> None:
     assert fixed.identity("bclip") != fixed.replace(steps=9).identity("bclip")
     assert cfg.identity("inversion") == cfg.replace(margin=0.5).identity("inversion")
     assert cfg.identity("bclip") != cfg.replace(margin=0.5).identity("bclip")
+    # the map's output (how many pseudo-words, how large) decides its numbers too
+    for change in ({"word_tokens": 3}, {"word_scale": 3.0}):
+        assert cfg.identity("inversion") != cfg.replace(**change).identity("inversion")
+        assert cfg.identity("bclip") == cfg.replace(**change).identity("bclip")
     with pytest.raises(ValueError) as err:
-        small_config(steps=0, lr=-1.0, mining="hardest")
+        small_config(steps=0, lr=-1.0, mining="hardest", word_scale=0.0)
     message = str(err.value)
     assert message.startswith("invalid BaselineConfig")
-    assert all(name in message for name in ("steps", "lr", "mining"))
+    assert all(name in message for name in ("steps", "lr", "mining", "word_scale"))
     with pytest.raises(ValueError, match="same_shape"):
         small_config(negatives=("same_shape",))
     with pytest.raises(ValueError, match="needs negatives"):
@@ -299,6 +303,18 @@ def test_inversion_reads_no_sketch_and_trains_only_phi(
     assert result.trainable_names == sorted(trained)
     assert any(not torch.equal(p, trained[n]) for n, p in start.named_parameters())
     assert result.bundle is bundle and not result.mapper.training
+
+
+def test_inversion_word_scale_sets_the_pseudo_word_norm(world: SketchPhotoSet) -> None:
+    clip = load_clip(MODEL, seed=0)
+    real = float(clip.model.token_embedding.weight.detach().norm(dim=1).mean())
+    emb = torch.randn(5, clip.embed_dim)
+    for scale in (1.0, 3.0):
+        cfg = small_config(map_steps=1, eval_every=1, word_scale=scale, word_tokens=2)
+        mapper = train_inversion(clip, world, cfg).mapper
+        with torch.no_grad():
+            norms = mapper(emb).norm(dim=-1)
+        torch.testing.assert_close(norms, torch.full((5, 2), scale * real))
 
 
 @pytest.mark.parametrize("word_tokens", [1, 3])
