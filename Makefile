@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 book: $(STAMP)
-	$(PY) -m duet_lib.book run --profile $(PROFILE)
+	$(PY) -m duet_lib.book run --profile $(PROFILE) $(BOOK_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check duet_lib tests chapters benchmarks

@@ -555,12 +555,6 @@ if profile != "paper":
         and offline_s < 1.0
         and "pretrained" in offline_error.lower()
     )
-if profile == "teach":
-    assert probes_cap["colour"] >= 0.9 and probes_cap["category"] >= 0.9, probes_cap
-    assert not probes_held or (
-        probes_held["colour"] >= 0.9 and probes_held["category"] >= 0.9
-    )
-    assert gate["acc@1"] >= 0.5, gate
 metrics = {
     "category": probes_cap["category"],
     "colour": probes_cap["colour"],
@@ -578,7 +572,13 @@ metrics = {
     "sketch_zero_shot_acc@1": sketch0["acc@1"],
     "pretrain_s": round(pretrain_s, 1),
 }
-save_metrics(out_dir, metrics)
+save_metrics(out_dir, metrics)  # saved before the targets, so a miss keeps its numbers
+if profile == "teach":
+    assert probes_cap["colour"] >= 0.9 and probes_cap["category"] >= 0.9, probes_cap
+    assert not probes_held or (
+        probes_held["colour"] >= 0.9 and probes_held["category"] >= 0.9
+    )
+    assert gate["acc@1"] >= 0.5, gate
 metrics
 
 # %% [markdown]

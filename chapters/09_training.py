@@ -348,9 +348,6 @@ assert all(r["total"] == r["total"] for r in train_rows), "a loss became NaN"
 assert result.best_checkpoint is not None and result.best_checkpoint.is_file()
 if result.trained_now and len(train_rows) >= 20:
     assert last < first, (first, last)
-if profile == "teach" and dataset == "world":
-    assert best["fgsbir_acc@1"] >= 0.6, best["fgsbir_acc@1"]
-    assert best["duet_acc@1"] > max(best["sketch_acc@1"], best["text_acc@1"]), best
 metrics = {
     "val_fgsbir_acc@1": best.get("fgsbir_acc@1"),
     "val_fgsbir_acc@10": best.get("fgsbir_acc@10"),
@@ -362,7 +359,10 @@ metrics = {
     "train_s": round(train_s, 1),
     "checkpoint": str(result.best_checkpoint),
 }
-save_metrics(out_dir, metrics)
+save_metrics(out_dir, metrics)  # saved before the targets, so a miss keeps its numbers
+if profile == "teach" and dataset == "world":
+    assert best["fgsbir_acc@1"] >= 0.6, best["fgsbir_acc@1"]
+    assert best["duet_acc@1"] > max(best["sketch_acc@1"], best["text_acc@1"]), best
 metrics
 
 # %% [markdown]

@@ -725,13 +725,6 @@ if composed:
     assert isinstance(agg[C]["duet"]["acc@1"], Summary)
 for s, result in duet_runs.items():
     assert all(r["total"] == r["total"] for r in result.history["train"]), s
-if profile == "teach" and composed:
-    assert len(seeds) >= 2, "the targets need a spread over at least two seeds"
-    duet, fusion = agg[C]["duet"]["acc@1"], agg[C]["bclip_fusion"]["acc@1"]
-    best_single = max(agg[C]["text"]["acc@1"].mean, agg[C]["bclip"]["acc@1"].mean)
-    assert duet.mean >= 0.90, duet
-    assert duet.mean >= 2 * best_single, (duet.mean, best_single)
-    assert duet.mean - fusion.mean > max(duet.std, fusion.std), (duet, fusion)
 
 
 def mean_of(method: str, metric: str = "acc@1") -> float:
@@ -757,7 +750,15 @@ metrics = {
     "ablation_s": round(ablation_s, 1),
     "benchmark_json": str(bench_path),
 }
-save_metrics(out_dir, metrics)
+save_metrics(out_dir, metrics)  # saved before the targets, so a miss keeps its numbers
+# the book's targets (teach profile only)
+if profile == "teach" and composed:
+    assert len(seeds) >= 2, "the targets need a spread over at least two seeds"
+    duet, fusion = agg[C]["duet"]["acc@1"], agg[C]["bclip_fusion"]["acc@1"]
+    best_single = max(agg[C]["text"]["acc@1"].mean, agg[C]["bclip"]["acc@1"].mean)
+    assert duet.mean >= 0.90, duet
+    assert duet.mean >= 2 * best_single, (duet.mean, best_single)
+    assert duet.mean - fusion.mean > max(duet.std, fusion.std), (duet, fusion)
 metrics
 
 # %% [markdown]

@@ -261,18 +261,38 @@ def run(
     names: list[str],
     overrides: dict[str, Any] | None = None,
     quiet: bool = False,
+    keep_going: bool = False,
 ) -> list[dict[str, Any]]:
-    """Run the selected chapters in order; stop at the first failure."""
+    """Run the selected chapters in order and return their records.
+
+    A failing chapter stops the run (:class:`ChapterFailed`). With ``keep_going``
+    the remaining chapters still run, and one :class:`ChapterFailed` naming every
+    failed chapter is raised at the end.
+    """
     from duet_lib.progress import tqdm
 
     chapters = select(discover(), names)
-    records = []
+    records, failures = [], []
     bar = tqdm(chapters, desc=f"book [{profile}]", unit="chapter", disable=quiet)
     for chapter in bar:
         bar.set_postfix_str(chapter.stem)
-        records.append(run_chapter(chapter, profile, overrides, quiet=quiet))
+        try:
+            records.append(run_chapter(chapter, profile, overrides, quiet=quiet))
+        except ChapterFailed as exc:
+            if not keep_going:
+                raise
+            failures.append((chapter.stem, str(exc)))
+            tqdm.write(f"{chapter.stem}: FAILED (going on with the next chapter)")
+            continue
         if not quiet:
             tqdm.write(f"{chapter.stem}: ok in {records[-1]['wall_s']:.1f} s")
+    if failures:
+        names_failed = ", ".join(stem for stem, _ in failures)
+        details = "\n\n".join(text for _, text in failures)
+        raise ChapterFailed(
+            f"{len(failures)} of {len(chapters)} chapter(s) failed: {names_failed}"
+            f"\n\n{details}"
+        )
     return records
 
 
@@ -294,6 +314,12 @@ def main(argv: list[str] | None = None) -> int:
         help="override one chapter parameter (VALUE parsed as YAML)",
     )
     p_run.add_argument("--quiet", action="store_true", help="no progress bars")
+    p_run.add_argument(
+        "-k",
+        "--keep-going",
+        action="store_true",
+        help="run the remaining chapters after a failure; report every failure at the end",
+    )
     sub.add_parser("list", help="list chapters")
     args = parser.parse_args(argv)
 
@@ -303,7 +329,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     overrides = {name: _parse_value(value) for name, value in args.parameter}
     try:
-        records = run(args.profile, args.chapters, overrides, quiet=args.quiet)
+        records = run(
+            args.profile,
+            args.chapters,
+            overrides,
+            quiet=args.quiet,
+            keep_going=args.keep_going,
+        )
     except (ChapterFailed, ParameterError) as exc:
         print(f"\nbook run stopped: {exc}", file=sys.stderr)
         print(f"results so far: {build_dir('results') / 'summary.md'}", file=sys.stderr)
@@ -313,10 +345,6 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(records)} chapter(s) ok in {total:.1f} s; summary: {build_dir('results') / 'summary.md'}"
     )
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
 
 
 def chapter_card(stem: str) -> str:
@@ -354,3 +382,7 @@ def chapter_map() -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+if __name__ == "__main__":
+    sys.exit(main())

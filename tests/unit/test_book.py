@@ -114,3 +114,21 @@ def test_runner_records_text_progress_bars(tmp_path, build, monkeypatch):
     assert not any(
         "application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs
     )
+
+
+@pytest.mark.parametrize("keep_going", [False, True])
+def test_failure_stops_the_run_unless_keep_going(
+    tmp_path, build, monkeypatch, keep_going
+):
+    bad = _notebook(tmp_path / "94_bad.ipynb", "raise ValueError('first fails')")
+    ok = _notebook(tmp_path / "95_ok.ipynb", "x = 1")
+    monkeypatch.setattr(book, "discover", lambda: [bad, ok])
+    with pytest.raises(book.ChapterFailed) as err:
+        book.run("smoke", [], quiet=True, keep_going=keep_going)
+    assert "94_bad" in str(err.value) and "first fails" in str(err.value)
+    ran_second = (build / "results" / "95_ok.smoke.json").is_file()
+    assert ran_second is keep_going
+    if keep_going:
+        assert str(err.value).startswith("1 of 2 chapter(s) failed: 94_bad")
+        saved = json.loads((build / "results" / "95_ok.smoke.json").read_text())
+        assert saved["status"] == "ok"
