@@ -399,22 +399,31 @@ cfg = TrainConfig(
     trip_negatives=("random",),
     comp_negatives=("random",),
 )
-duet_bundle = fresh_bundle()
-t0 = time.perf_counter()
-result = train_duet(
-    cfg,
-    duet_bundle,
-    train_view,
-    run_dir(out_dir, "duet", cfg, duet_bundle, train_view),
-    quiet=quiet,
-)
-duet_s = time.perf_counter() - t0
-model = load_trained_duet(fresh_bundle(), result.best_checkpoint)
-print(
-    f"duet {'trained' if result.trained_now else 'loaded'}: {result.step} steps in "
-    f"{duet_s:.1f} s; kept step {result.best_step} (val {result.select_metric} = "
-    f"{result.best_value:.3f})"
-)
+
+
+def train_and_load(run_cfg, name):
+    """Train (or load from ``out_dir``) one duet run; return it, its kept model and
+    the seconds it took, with a one-line report."""
+    bundle = fresh_bundle()
+    t0 = time.perf_counter()
+    run = train_duet(
+        run_cfg,
+        bundle,
+        train_view,
+        run_dir(out_dir, name, run_cfg, bundle, train_view),
+        quiet=quiet,
+    )
+    seconds = time.perf_counter() - t0
+    report = (
+        f"{'trained' if run.trained_now else 'loaded'}: {run.step} steps in "
+        f"{seconds:.1f} s; kept step {run.best_step} (val {run.select_metric} = "
+        f"{run.best_value:.3f})"
+    )
+    return run, load_trained_duet(fresh_bundle(), run.best_checkpoint), seconds, report
+
+
+result, model, duet_s, report = train_and_load(cfg, "duet")
+print(f"duet {report}")
 
 # %%
 fig = plot_history(result.history, smooth=max(1, min(10, result.step // 10)))
@@ -450,24 +459,12 @@ if deviation_blocks:
         eval_every=min(eval_every, dev_steps),
         unfreeze_last_visual_blocks=deviation_blocks,
     )
-    dev_bundle = fresh_bundle()
-    t0 = time.perf_counter()
-    dev_result = train_duet(
-        dev_cfg,
-        dev_bundle,
-        train_view,
-        run_dir(out_dir, "duet-deviation", dev_cfg, dev_bundle, train_view),
-        quiet=quiet,
-    )
-    dev_s = time.perf_counter() - t0
-    dev_model = load_trained_duet(fresh_bundle(), dev_result.best_checkpoint)
+    dev_result, dev_model, dev_s, report = train_and_load(dev_cfg, "duet-deviation")
     n_trained = count_parameters(dev_model.clip.visual, trainable_only=True)
     n_visual = count_parameters(dev_model.clip.visual)
     print(
         f"deviation run ({deviation_blocks} blocks of V trained, {n_trained:,} of "
-        f"{n_visual:,} visual weights): {dev_result.step} steps in {dev_s:.1f} s; "
-        f"kept step {dev_result.best_step} (val {dev_result.select_metric} = "
-        f"{dev_result.best_value:.3f})"
+        f"{n_visual:,} visual weights) {report}"
     )
 else:
     dev_result, dev_model, dev_s = None, None, 0.0
