@@ -867,6 +867,24 @@ def set_embedding_blocks(model: nn.Module, dims: int, share: float) -> None:
 # --------------------------------------------------------------------- vision tokens
 
 
+@contextlib.contextmanager
+def fast_attention(device: str | torch.device) -> Iterator[None]:
+    """Pick the quickest scaled-dot-product attention kernel for the device.
+
+    On CPU, at the book's short sequences (10 image tokens, up to 32 text tokens),
+    PyTorch's plain "math" kernel beats its flash kernel (measured in
+    ``benchmarks/bench_pretrain.py``); on other devices PyTorch keeps its own
+    choice. The kernels compute the same attention up to float rounding.
+    """
+    if torch.device(device).type != "cpu":
+        yield
+        return
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with sdpa_kernel(SDPBackend.MATH):
+        yield
+
+
 def encode_image_with_tokens(
     model: nn.Module, images: torch.Tensor, normalize: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -25,6 +25,7 @@ import json
 import math
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from duet_lib.checkpoint import config_hash, load_checkpoint, save_checkpoint
-from duet_lib.models.clip import ClipBundle, load_clip, save_clip, set_embedding_blocks
+from duet_lib.models.clip import (
+    ClipBundle,
+    fast_attention,
+    load_clip,
+    save_clip,
+    set_embedding_blocks,
+)
 from duet_lib.models.text_encoding import encode_token_ids
 from duet_lib.paths import cache_dir
 
@@ -44,6 +51,13 @@ FORMAT_VERSION = 1
 
 #: Valid values of :attr:`PretrainConfig.caption_targets`.
 CAPTION_TARGETS = ("identical", "described")
+
+
+#: Speed settings of the fast backbone's preset (benchmarks/bench_pretrain.py): its
+#: weights were measured with them, so selecting the model name reproduces them.
+MODEL_PRESETS: dict[str, dict[str, Any]] = {
+    "duet-tiny-conv32-96": {"text_buckets": 3, "math_attention": True},
+}
 
 
 @dataclass(frozen=True)
@@ -84,6 +98,14 @@ class PretrainConfig:
             that lie close in shape-parameter space (1: uniform batches). Near
             shapes are the hard negatives of the image–image term.
         checkpoint_every: steps between resumable checkpoints.
+        text_buckets: captions of a step run through the text tower in this many
+            length groups, each trimmed to its longest caption (captions average
+            about 21 of up to 32 tokens). A speed setting, but it changes float
+            rounding and so the exact weights; 1 (one pass) reproduces the book's
+            default backbone, trained before the setting existed.
+        math_attention: on CPU use PyTorch's plain attention kernel, quicker than
+            its flash kernel at these short sequences (:func:`fast_attention`); same
+            caveat as ``text_buckets``.
     """
 
     model_name: str = "duet-tiny-conv-96"
@@ -105,6 +127,8 @@ class PretrainConfig:
     caption_targets: str = "identical"
     shape_neighbours: int = 1
     checkpoint_every: int = 100
+    text_buckets: int = 1
+    math_attention: bool = False
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -115,6 +139,7 @@ class PretrainConfig:
             "batch_size",
             "checkpoint_every",
             "shape_neighbours",
+            "text_buckets",
         ):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1")
@@ -166,6 +191,8 @@ class PretrainConfig:
         * ``smoke``: a few steps on a tiny corpus (mechanics only).
         * ``teach``: the embedded default's backbone.
 
+        A model named in :data:`MODEL_PRESETS` also gets its speed settings.
+
         Raises:
             ValueError: an unknown profile (``paper`` uses web weights instead).
         """
@@ -183,7 +210,8 @@ class PretrainConfig:
                 f"no tiny-CLIP pretraining preset for profile {profile!r}; valid: "
                 f"{', '.join(presets)} (the paper profile loads ViT-B-32 weights)"
             )
-        return cls(**{**presets[profile], **overrides})
+        model = overrides.get("model_name", cls.model_name)
+        return cls(**{**presets[profile], **MODEL_PRESETS.get(model, {}), **overrides})
 
 
 #: Fields added to :class:`PretrainConfig` later, with the value that reproduces
@@ -192,6 +220,8 @@ _NEUTRAL_LATER_FIELDS: dict[str, Any] = {
     "shape_share": 0.0,
     "partial_captions": 0.0,
     "caption_targets": "identical",
+    "text_buckets": 1,
+    "math_attention": False,
 }
 
 
@@ -454,13 +484,16 @@ def train_step(
         ids_a, ids_b: (B, L) token ids of their captions.
         targets: (image, text) soft targets of the caption loss over the 2B
             pairs (:func:`described_targets`); None: identical captions.
+
+    The forward passes run under :func:`fast_attention` when ``cfg.math_attention``.
     """
     model = bundle.model
-    both = torch.cat([images_a, images_b])
-    raw = model.encode_image(both)  # (2B, E)
-    img = F.normalize(raw, dim=-1)
+    kernel = fast_attention(images_a.device) if cfg.math_attention else nullcontext()
     ids = torch.cat([ids_a, ids_b])
-    txt = encode_token_ids(model, ids, normalize=True)  # (2B, E)
+    with kernel:
+        raw = model.encode_image(torch.cat([images_a, images_b]))  # (2B, E)
+        txt = encode_token_ids(model, ids, normalize=True, buckets=cfg.text_buckets)
+    img = F.normalize(raw, dim=-1)
     scale = model.logit_scale.exp().clamp(max=100)
     image_t, text_t = targets or (soft_caption_targets(ids), None)
     loss_clip = clip_loss(img, txt, scale, image_t, text_t)

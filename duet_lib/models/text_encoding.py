@@ -209,6 +209,7 @@ def encode_token_embeddings(
     ids: torch.Tensor,
     normalize: bool = False,
     trim: bool = True,
+    buckets: int = 1,
 ) -> torch.Tensor:
     """Run the text tower from token embeddings, pooled at the end-of-text token.
 
@@ -219,6 +220,10 @@ def encode_token_embeddings(
         normalize: L2-normalise the output.
         trim: drop the positions after the last end-of-text token of the batch
             (exact under the causal mask).
+        buckets: with ``trim``, sort the rows by length and run them through the
+            tower in this many groups, each trimmed to its own longest row, so
+            short sentences do not pay for the batch's longest (same values up to
+            float rounding; 1: one pass).
 
     Returns:
         (B, E) text embeddings in the joint space.
@@ -229,6 +234,19 @@ def encode_token_embeddings(
             f"ids (B, L) and token_embeddings (B, L, d) disagree: {tuple(ids.shape)} "
             f"vs {tuple(token_embeddings.shape)}"
         )
+    if not isinstance(buckets, int) or buckets < 1:
+        raise ValueError(f"buckets must be a positive integer, got {buckets!r}")
+    if buckets > 1 and trim and tower.attn_mask is not None and len(ids) > 1:
+        order = torch.argsort(ids.argmax(dim=-1), stable=True)
+        parts = [
+            encode_token_embeddings(
+                model, token_embeddings[rows], ids[rows], normalize, trim=True
+            )
+            for rows in order.chunk(buckets)
+        ]
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(len(order), device=order.device)
+        return torch.cat(parts)[inverse]
     n_pos = tower.positional_embedding.shape[0]
     if ids.shape[1] > n_pos:
         raise ValueError(f"sequence length {ids.shape[1]} exceeds the context {n_pos}")
@@ -255,16 +273,27 @@ def encode_token_embeddings(
 
 
 def encode_token_ids(
-    model: nn.Module, ids: torch.Tensor, normalize: bool = False, trim: bool = True
+    model: nn.Module,
+    ids: torch.Tensor,
+    normalize: bool = False,
+    trim: bool = True,
+    buckets: int = 1,
 ) -> torch.Tensor:
     """Text embeddings of tokenised plain text, (B, L) ids -> (B, E).
 
     Same result as ``model.encode_text(ids)``; with ``trim=True`` only the
-    positions up to the batch's last end-of-text token are computed.
+    positions up to the batch's last end-of-text token are computed, and with
+    ``buckets > 1`` only up to each length group's last one
+    (:func:`encode_token_embeddings`).
     """
     tower = _text_tower(model)
     return encode_token_embeddings(
-        model, tower.token_embedding(ids), ids, normalize=normalize, trim=trim
+        model,
+        tower.token_embedding(ids),
+        ids,
+        normalize=normalize,
+        trim=trim,
+        buckets=buckets,
     )
 
 

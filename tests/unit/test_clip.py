@@ -53,6 +53,35 @@ def test_stem_grid_matches_positional_embedding(tiny: C.ClipBundle) -> None:
     assert tiny.model.visual.positional_embedding.shape[0] == 6 * 6 + 1
 
 
+def test_stride_32_config_has_a_three_by_three_grid() -> None:
+    fast = C.load_clip("duet-tiny-conv32-96", seed=0)
+    model = fast.model
+    convs = [m for m in model.visual.conv1.modules() if isinstance(m, nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [8, 16, 32, 64, 128, 128]
+    assert [c.stride[0] for c in convs] == [2, 2, 2, 2, 2, 1]
+    assert model.visual.positional_embedding.shape[0] == 3 * 3 + 1
+    with torch.no_grad():
+        _, patches = C.encode_image_with_tokens(model, torch.zeros(2, 3, 96, 96))
+    assert patches.shape == (2, 9, 128)
+    mlp = model.transformer.resblocks[0].mlp.c_fc
+    assert mlp.out_features == 2 * 128  # text MLP ratio 2
+    assert model.visual.transformer.resblocks[0].mlp.c_fc.out_features == 4 * 128
+
+
+def test_fast_attention_keeps_values(tiny: C.ClipBundle) -> None:
+    images = torch.randn(3, 3, 96, 96)
+    ids = tiny.tokenize(["a red shoe", "a tall chair with armrests on grass", "x"])
+    with torch.no_grad():
+        ref_img, ref_txt = tiny.model.encode_image(images), tiny.model.encode_text(ids)
+        with C.fast_attention("cpu"):
+            img, txt = tiny.model.encode_image(images), tiny.model.encode_text(ids)
+        with C.fast_attention(torch.device("meta")):  # not CPU: PyTorch's choice
+            again = tiny.model.encode_text(ids)
+    torch.testing.assert_close(img, ref_img, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(txt, ref_txt, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(again, ref_txt)
+
+
 def test_conv_128_and_image_size_override() -> None:
     big = C.load_clip("duet-tiny-conv-128", seed=0)
     assert big.image_size == 128

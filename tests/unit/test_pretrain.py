@@ -65,7 +65,13 @@ def test_key_of_a_config_without_later_fields_is_unchanged():
     from duet_lib.checkpoint import config_hash
 
     cfg = _cfg(image_image_dims=4)
-    later = ("shape_share", "partial_captions", "caption_targets")
+    later = (
+        "shape_share",
+        "partial_captions",
+        "caption_targets",
+        "text_buckets",
+        "math_attention",
+    )
     old_fields = {k: v for k, v in asdict(cfg).items() if k not in later}
     assert cfg.key() == config_hash(old_fields)
 
@@ -198,3 +204,29 @@ def test_neighbour_batches_have_no_repeats_and_depend_on_seed_and_step_only():
     np.testing.assert_array_equal(idx, again)
     other, _ = batch_plan(cfg, 4, n, table)
     assert not np.array_equal(idx, other)
+
+
+def test_speed_settings_name_their_run_and_train_the_same_model(tmp_path, monkeypatch):
+    monkeypatch.setenv("DUET_CACHE_DIR", str(tmp_path))
+    plain = _cfg(steps=2)
+    fast = _cfg(steps=2, text_buckets=3, math_attention=True)
+    assert fast.key() != plain.key()  # other float rounding: another run
+    a = pretrain_clip(plain, quiet=True)
+    b = pretrain_clip(fast, quiet=True)
+    assert b.trained_now and a.checkpoint.parent != b.checkpoint.parent
+    # the same computation up to rounding: two steps later the weights still agree
+    for (k, x), y in zip(_state(a.bundle).items(), _state(b.bundle).values()):
+        torch.testing.assert_close(x, y, rtol=1e-3, atol=1e-4, msg=k)
+
+
+def test_fast_backbone_preset_and_bad_speed_settings():
+    fast = PretrainConfig.for_profile("teach", model_name="duet-tiny-conv32-96")
+    assert (fast.text_buckets, fast.math_attention) == (3, True)
+    default = PretrainConfig.for_profile("teach")
+    assert (default.text_buckets, default.math_attention) == (1, False)
+    off = PretrainConfig.for_profile(
+        "teach", model_name="duet-tiny-conv32-96", text_buckets=1
+    )
+    assert off.text_buckets == 1 and off.math_attention
+    with pytest.raises(ValueError, match="text_buckets must be >= 1"):
+        _cfg(text_buckets=0)

@@ -151,3 +151,27 @@ def test_encode_text_and_trimming(tiny: C.ClipBundle) -> None:
     torch.testing.assert_close(unit.norm(dim=-1), torch.ones(2))
     with pytest.raises(ValueError, match="empty"):
         T.encode_text(tiny, [""])
+
+
+def test_length_buckets_give_the_same_embeddings_in_the_same_order(
+    tiny: C.ClipBundle,
+) -> None:
+    sentences = [
+        "a tall wooden chair with four legs and a slatted back on grass",
+        "a red shoe",
+        "a photo of a chair",
+        "a blue striped shoe with a zip on a tiled floor",
+        "grass",
+    ]
+    ids = tiny.tokenize(sentences)
+    with torch.no_grad():
+        ref = tiny.model.encode_text(ids)
+        for buckets in (2, 3, 5, 9):
+            got = T.encode_token_ids(tiny.model, ids, buckets=buckets)
+            torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+        # buckets only regroup rows of a trimmed pass; gradients still reach every row
+    embedded = tiny.model.token_embedding(ids).detach().requires_grad_(True)
+    T.encode_token_embeddings(tiny.model, embedded, ids, buckets=2).sum().backward()
+    assert embedded.grad is not None and (embedded.grad.abs().sum((1, 2)) > 0).all()
+    with pytest.raises(ValueError, match="buckets must be a positive integer"):
+        T.encode_token_ids(tiny.model, ids, buckets=0)
