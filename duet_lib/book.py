@@ -256,6 +256,33 @@ def write_summary(results_dir: Path | None = None, max_metrics: int = 6) -> Path
     return out
 
 
+def split_overrides(
+    chapters: list[Chapter], profile: str, overrides: dict[str, Any] | None
+) -> dict[str, dict[str, Any]]:
+    """Each chapter's share of ``-p`` overrides, all checked before anything runs.
+
+    An override goes to every chosen chapter that declares the parameter (so
+    ``-p model_name …`` reaches chapters 02–11 and skips 00–01); a name that no
+    chosen chapter declares, or a bad value, raises :class:`ParameterError`.
+    """
+    overrides = overrides or {}
+    declared = {ch.stem: declared_parameters(ch.notebook) for ch in chapters}
+    unknown = [n for n in overrides if not any(n in d for d in declared.values())]
+    if unknown:
+        known = sorted({n for d in declared.values() for n in d})
+        raise ParameterError(
+            f"no chosen chapter has parameter(s) {', '.join(map(repr, unknown))}; "
+            f"their parameters: {', '.join(known)}"
+        )
+    shares = {
+        ch.stem: {k: v for k, v in overrides.items() if k in declared[ch.stem]}
+        for ch in chapters
+    }
+    for ch in chapters:
+        chapter_parameters(ch, profile, shares[ch.stem])  # bad values fail now
+    return shares
+
+
 def run(
     profile: str,
     names: list[str],
@@ -265,6 +292,7 @@ def run(
 ) -> list[dict[str, Any]]:
     """Run the selected chapters in order and return their records.
 
+    Overrides reach the chapters that declare them (:func:`split_overrides`).
     A failing chapter stops the run (:class:`ChapterFailed`). With ``keep_going``
     the remaining chapters still run, and one :class:`ChapterFailed` naming every
     failed chapter is raised at the end.
@@ -272,12 +300,15 @@ def run(
     from duet_lib.progress import tqdm
 
     chapters = select(discover(), names)
+    per_chapter = split_overrides(chapters, profile, overrides)
     records, failures = [], []
     bar = tqdm(chapters, desc=f"book [{profile}]", unit="chapter", disable=quiet)
     for chapter in bar:
         bar.set_postfix_str(chapter.stem)
         try:
-            records.append(run_chapter(chapter, profile, overrides, quiet=quiet))
+            records.append(
+                run_chapter(chapter, profile, per_chapter[chapter.stem], quiet=quiet)
+            )
         except ChapterFailed as exc:
             if not keep_going:
                 raise

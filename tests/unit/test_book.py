@@ -9,7 +9,7 @@ from duet_lib import book
 from duet_lib.config import ParameterError
 
 
-def _notebook(path, body):
+def _notebook(path, body, extra=""):
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {
         "name": "python3",
@@ -17,7 +17,7 @@ def _notebook(path, body):
         "language": "python",
     }
     params = nbformat.v4.new_code_cell(
-        'profile = "teach"\nseed = 0\ndevice = "auto"\noutput_dir = None'
+        'profile = "teach"\nseed = 0\ndevice = "auto"\noutput_dir = None\n' + extra
     )
     params.metadata["tags"] = ["parameters"]
     nb.cells = [
@@ -75,6 +75,19 @@ def test_unknown_override_is_refused_before_running(tmp_path, build):
         book.chapter_parameters(chapter, "smoke", {"stepz": 3})
     with pytest.raises(ParameterError, match="seed"):
         book.chapter_parameters(chapter, "smoke", {"seed": -4})
+
+
+def test_overrides_reach_only_the_chapters_that_declare_them(tmp_path, build):
+    plain = _notebook(tmp_path / "94_a.ipynb", "pass")
+    richer = _notebook(tmp_path / "95_b.ipynb", "pass", extra="model_name = 'x'\n")
+    shares = book.split_overrides([plain, richer], "smoke", {"model_name": "y"})
+    assert shares == {"94_a": {}, "95_b": {"model_name": "y"}}
+    with pytest.raises(ParameterError, match="no chosen chapter has parameter"):
+        book.split_overrides([plain, richer], "smoke", {"stepz": 3})
+    with pytest.raises(ParameterError, match="no chosen chapter has parameter"):
+        book.split_overrides([plain], "smoke", {"model_name": "y"})
+    with pytest.raises(ParameterError, match="seed"):  # values checked up front
+        book.split_overrides([plain, richer], "smoke", {"seed": -4})
 
 
 def test_select_by_number_and_stem():
