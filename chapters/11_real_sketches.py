@@ -82,9 +82,7 @@ pretrained = None  # None -> the book tiny CLIP of chapter 2; or a tag or weight
 subset_size = None  # keep at most this many photos per split with their sketches
 max_steps = 100  # duet training steps
 baseline_steps = 100  # B-CLIP training steps
-deviation_blocks = (
-    4  # experiment 3 also trains the last k blocks of V (a deviation; 0 skips it)
-)
+deviation_blocks = 4  # experiment 3 also trains V's last k blocks (0 skips it)
 deviation_steps = 300  # training steps of experiment 3
 batch_size = 32  # sketches per step
 lr_visual = 1e-3  # learning rate of the LayerNorms of V, for the duet and B-CLIP
@@ -521,11 +519,14 @@ sim_dev = duet_similarities(dev_model, with_text=False) if dev_model else None
 bclip.bundle.model.eval()
 sketch_emb_b, photo_emb_b = embed_split(bclip.bundle.model.encode_image)
 sim_bclip = sketch_emb_b @ photo_emb_b.T
-for sim, reference_metrics, key in (
+cross_checks = [
     (sim_duet, duet_eval, "fgsbir"),
     (sim_text, duet_eval, "duet"),
     (sim_bclip, bclip_test, "bclip_fg"),
-) + (((sim_dev, dev_eval, "fgsbir"),) if dev_model else ()):
+]
+if dev_model:
+    cross_checks.append((sim_dev, dev_eval, "fgsbir"))
+for sim, reference_metrics, key in cross_checks:
     mine = retrieval_report(sim, task.target)
     for k in (1, 5, 10):
         torch.testing.assert_close(

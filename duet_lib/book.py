@@ -16,6 +16,8 @@ showing the failing cell and its error. Introduced in chapter 00.
 from __future__ import annotations
 
 import argparse
+import copy
+import functools
 import json
 import os
 import sys
@@ -98,10 +100,20 @@ def select(chapters: list[Chapter], names: list[str]) -> list[Chapter]:
 
 
 def declared_parameters(notebook: Path) -> dict[str, Any]:
-    """The names and defaults of a notebook's ``parameters`` cell."""
+    """The names and defaults of a notebook's ``parameters`` cell.
+
+    Read once per version of the file: a run checks every chapter's parameters
+    before it starts and again as it executes each one.
+    """
+    path = Path(notebook).resolve()
+    return copy.deepcopy(_inspect_parameters(str(path), path.stat().st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=64)
+def _inspect_parameters(path: str, _mtime_ns: int) -> dict[str, Any]:
     import papermill
 
-    info = papermill.inspect_notebook(str(notebook))
+    info = papermill.inspect_notebook(path)
     return {name: spec.get("default") for name, spec in info.items()}
 
 
