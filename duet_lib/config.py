@@ -183,6 +183,10 @@ PARAMS: dict[str, ParamSpec] = {
         "use at most this many items (None = all)", _int(1, none_ok=True)
     ),
     "eval_every": ParamSpec("evaluate every N steps", _int(1)),
+    "inversion_steps": ParamSpec(
+        "steps of pretraining's second phase, the pseudo-word inversion (0: off)",
+        _int(0),
+    ),
     "pretrain_seconds": ParamSpec("wall-clock budget for pretraining", _float(1)),
     "lr_visual": ParamSpec("learning rate of V's LayerNorms", _float(0, 1)),
     "lr_modules": ParamSpec("learning rate of C_v2w, P^L and G", _float(0, 1)),
@@ -262,6 +266,7 @@ PROFILE_VALUES: dict[str, dict[str, Any]] = {
         "batch_size": 8,
         "subset_size": 16,
         "eval_every": 2,
+        "inversion_steps": 2,
         "pretrain_seconds": 5.0,
         "n_show": 4,
         "quiet": True,

@@ -11,9 +11,26 @@ features carry *shape*, which plain caption contrast on this world does not teac
    Clean line drawings of the geometry, captioned "a line drawing of …", join the
    corpus as web CLIP's drawings would.
 
-The loss is ``L = L_clip + w_ii * L_ii`` where ``L_clip`` is CLIP's symmetric InfoNCE
-with soft targets for identical captions in a batch and ``L_ii`` is a symmetric
-InfoNCE between the two renderings. The data of step ``k`` depends only on
+A second phase makes its *text* tower able to say what the image tower sees:
+
+3. **A pseudo-word inversion term** (our choice; cf. Pic2Word, Saito et al., CVPR
+   2023, and SEARLE, Baldrati et al., ICCV 2023, who learn such a map on a frozen
+   web CLIP): a small visual-to-word map writes a photo's (detached) embedding as a
+   phrase of pseudo-words after "a photo of", and the text tower must send that
+   phrase back to the photo (InfoNCE over the batch). In a share of the rows the
+   pseudo-words come from the other rendering of the geometry (another appearance,
+   or the line drawing) and the photo's appearance phrase follows them, so the
+   tower also learns to read pseudo-words before real words. Web text is varied
+   enough that CLIP's text encoder can do this out of the box; the captions of a
+   small world are not, and without this phase the frozen text tower carries little
+   of the fine shape a sketch's pseudo-words bring (chapters 02 and 09).
+
+The first phase minimises ``L = L_clip + w_ii * L_ii``, where ``L_clip`` is CLIP's
+symmetric InfoNCE with soft targets for identical captions in a batch and ``L_ii`` a
+symmetric InfoNCE between the two renderings; the second adds ``w_inv * L_inv`` at a
+constant learning rate (its map is discarded afterwards: the duet trains its own
+C_v2w). The first phase is cached under its own key, so it is shared with every
+configuration that differs only in the second. The data of step ``k`` depends only on
 ``(seed, k)``, so an interrupted run resumes from its last checkpoint and reaches the
 same weights as an uninterrupted one. Checkpoints live in a cache folder keyed by a
 hash of the configuration.
@@ -26,7 +43,7 @@ import math
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +60,13 @@ from duet_lib.models.clip import (
     save_clip,
     set_embedding_blocks,
 )
-from duet_lib.models.text_encoding import encode_token_ids
+from duet_lib.models.converter import VisualToWord
+from duet_lib.models.text_encoding import (
+    encode_text_with_pseudo_tokens,
+    encode_token_ids,
+    placeholder_id,
+    placeholders,
+)
 from duet_lib.paths import cache_dir
 
 FORMAT_VERSION = 1
@@ -55,8 +78,13 @@ CAPTION_TARGETS = ("identical", "described")
 
 #: Speed settings of the fast backbone's preset (benchmarks/bench_pretrain.py): its
 #: weights were measured with them, so selecting the model name reproduces them.
+#: The fast backbone keeps the recipe it was measured with (no inversion term).
 MODEL_PRESETS: dict[str, dict[str, Any]] = {
-    "duet-tiny-conv32-96": {"text_buckets": 3, "math_attention": True},
+    "duet-tiny-conv32-96": {
+        "text_buckets": 3,
+        "math_attention": True,
+        "inversion_steps": 0,
+    },
 }
 
 
@@ -129,6 +157,14 @@ class PretrainConfig:
     checkpoint_every: int = 100
     text_buckets: int = 1
     math_attention: bool = False
+    inversion_steps: int = 0
+    inversion_lr: float = 3e-4
+    inversion_map_lr: float = 1e-3
+    inversion_weight: float = 1.0
+    inversion_tokens: int = 8
+    inversion_scale: float = 3.0
+    inversion_tau: float = 0.07
+    inversion_mix: float = 0.0
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -140,6 +176,7 @@ class PretrainConfig:
             "checkpoint_every",
             "shape_neighbours",
             "text_buckets",
+            "inversion_tokens",
         ):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1")
@@ -164,6 +201,18 @@ class PretrainConfig:
             )
         if not 0 < self.image_image_tau <= 1:
             problems.append("image_image_tau must lie in (0, 1]")
+        if self.inversion_steps < 0:
+            problems.append("inversion_steps must be >= 0 (0: no second phase)")
+        if not 0 < self.inversion_lr < 1 or not 0 < self.inversion_map_lr < 1:
+            problems.append("inversion_lr and inversion_map_lr must lie in (0, 1)")
+        if self.inversion_weight < 0:
+            problems.append("inversion_weight must be >= 0")
+        if not self.inversion_scale > 0:
+            problems.append("inversion_scale must be > 0")
+        if not 0 <= self.inversion_mix <= 1:
+            problems.append("inversion_mix must lie in [0, 1]")
+        if not 0 < self.inversion_tau <= 1:
+            problems.append("inversion_tau must lie in (0, 1]")
         if not 0 < self.lr < 1:
             problems.append("lr must lie in (0, 1)")
         if self.batch_size > self.corpus_size:
@@ -177,11 +226,22 @@ class PretrainConfig:
         Fields added after the first release are left out while they hold their
         neutral value, so existing caches keep their names.
         """
-        fields = asdict(self)
+        # without a second phase its settings are moot and stay out of the key
+        fields = asdict(self if self.inversion_steps else self.first_phase())
         for name, neutral in _NEUTRAL_LATER_FIELDS.items():
             if fields[name] == neutral:
                 del fields[name]
         return config_hash(fields)
+
+    def first_phase(self) -> PretrainConfig:
+        """The configuration of the first phase: every inversion field neutral."""
+        inversion = {k: v for k, v in _NEUTRAL_LATER_FIELDS.items() if "inversion" in k}
+        return replace(self, **inversion)
+
+    @property
+    def total_steps(self) -> int:
+        """Steps of both phases."""
+        return self.steps + self.inversion_steps
 
     @classmethod
     def for_profile(cls, profile: str, **overrides: Any) -> PretrainConfig:
@@ -202,8 +262,10 @@ class PretrainConfig:
                 "batch_size": 8,
                 "corpus_size": 32,
                 "warmup_steps": 1,
+                "inversion_steps": 2,
+                "inversion_mix": 0.5,
             },
-            "teach": {},
+            "teach": {"inversion_steps": 300, "inversion_mix": 0.5},
         }
         if profile not in presets:
             raise ValueError(
@@ -222,6 +284,14 @@ _NEUTRAL_LATER_FIELDS: dict[str, Any] = {
     "caption_targets": "identical",
     "text_buckets": 1,
     "math_attention": False,
+    "inversion_steps": 0,
+    "inversion_lr": 3e-4,
+    "inversion_map_lr": 1e-3,
+    "inversion_weight": 1.0,
+    "inversion_tokens": 8,
+    "inversion_scale": 3.0,
+    "inversion_tau": 0.07,
+    "inversion_mix": 0.0,
 }
 
 
@@ -329,8 +399,12 @@ def _lr_at(step: int, cfg: PretrainConfig) -> float:
     return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def _make_optimizer(model: nn.Module, cfg: PretrainConfig) -> torch.optim.Optimizer:
+def _make_optimizer(
+    model: nn.Module, cfg: PretrainConfig, extra: nn.Module | None = None
+) -> torch.optim.Optimizer:
     groups = _param_groups(model, cfg.weight_decay)
+    if extra is not None:  # the inversion map: its own groups and learning rate
+        groups += [g | {"map": True} for g in _param_groups(extra, cfg.weight_decay)]
     try:
         return torch.optim.AdamW(
             groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6, fused=True
@@ -464,6 +538,108 @@ def pretrain_dir(cfg: PretrainConfig) -> Path:
     return cache_dir("clip", f"{cfg.model_name}-{cfg.key()}")
 
 
+#: The words that precede the inversion map's pseudo-words (the duet's P^L starts
+#: from the same words).
+INVERSION_PROMPT = "a photo of"
+
+
+@dataclass
+class Inversion:
+    """The pseudo-word inversion term's map and template (pretraining only).
+
+    Attributes:
+        mapper: a :class:`~duet_lib.models.converter.VisualToWord` from the joint
+            space to ``inversion_tokens`` pseudo-words of norm ``inversion_scale``
+            times a real word's mean norm.
+        ids: (1, L) token ids of "a photo of" followed by the placeholders.
+        placeholder: id of the placeholder token.
+    """
+
+    mapper: VisualToWord
+    ids: torch.Tensor
+    placeholder: int
+    tokenize: Callable[[list[str]], torch.Tensor] | None = None
+
+    @classmethod
+    def for_bundle(cls, bundle: ClipBundle, cfg: PretrainConfig) -> Inversion:
+        """A fresh map for ``bundle``'s widths, seeded from ``cfg.seed``."""
+        model = bundle.model
+        table = model.token_embedding.weight.detach()
+        mapper = VisualToWord(
+            int(model.text_projection.shape[1]),
+            int(table.shape[1]),
+            token_norm=cfg.inversion_scale * float(table.norm(dim=-1).mean()),
+            n_tokens=cfg.inversion_tokens,
+            dropout=0.0,  # no draws from the global generator: resumes stay exact
+            seed=cfg.seed + 1,
+        )
+        ids = bundle.tokenize(
+            [f"{INVERSION_PROMPT} {placeholders(cfg.inversion_tokens)}"]
+        ).cpu()
+        return cls(mapper, ids, placeholder_id(bundle), bundle.tokenize)
+
+    def loss(
+        self,
+        model: nn.Module,
+        photo_emb: torch.Tensor,
+        tau: float,
+        sources: torch.Tensor | None = None,
+        suffixes: list[str] | None = None,
+    ) -> torch.Tensor:
+        """InfoNCE of T(["a photo of" ; map(source) ; suffix]) against the photos.
+
+        Args:
+            model: the CLIP being pretrained (gradients reach its text tower).
+            photo_emb: (B, E) normalised photo embeddings, the targets; they are
+                detached, so the term never moves the image tower.
+            tau: temperature.
+            sources: (B, E) embeddings the pseudo-words are written from (detached);
+                None: the photos themselves.
+            suffixes: B strings of real words after the pseudo-words ("" for none);
+                None: no words.
+
+        Returns:
+            A scalar: -mean_i log softmax_j(cos(q_i, p_j) / tau)[j = i].
+        """
+        target = photo_emb.detach()
+        source = target if sources is None else sources.detach()
+        words = self.mapper(source)  # (B, K, d)
+        if suffixes is None:
+            ids = self.ids.to(target.device).expand(len(target), -1)
+        else:
+            if self.tokenize is None or len(suffixes) != len(target):
+                raise ValueError("suffixes need a tokenizer and one string per row")
+            k = self.mapper.n_tokens
+            texts = [
+                f"{INVERSION_PROMPT} {placeholders(k)} {x}".strip() for x in suffixes
+            ]
+            ids = self.tokenize(texts).to(target.device)
+        query = encode_text_with_pseudo_tokens(
+            model, ids, words, self.placeholder, normalize=True
+        )
+        logits = query @ target.t() / tau
+        labels = torch.arange(len(target), device=target.device)
+        return F.cross_entropy(logits, labels)
+
+
+def _composed_rows(
+    cfg: PretrainConfig, step: int, idx: np.ndarray, corpus: Any
+) -> tuple[torch.Tensor, list[str]]:
+    """Which inversion rows of a step are composed, and their appearance phrases
+    (a function of ``(seed, step)``); needs the corpus attributes of view b."""
+    from duet_lib.data.world_text import appearance_phrase
+
+    if len(getattr(corpus, "attributes_b", [])) != len(corpus.caption_b):
+        raise ValueError("inversion_mix > 0 needs the corpus attributes of view b")
+    rng = np.random.default_rng([cfg.seed, step, 11])
+    rows = rng.random(len(idx)) < cfg.inversion_mix
+    phrases = [
+        appearance_phrase(corpus.attributes_b[i], rng) if r else ""
+        for i, r in zip(idx, rows, strict=True)
+    ]
+    return torch.from_numpy(rows), phrases
+
+
 def train_step(
     bundle: ClipBundle,
     optimizer: torch.optim.Optimizer,
@@ -473,6 +649,8 @@ def train_step(
     ids_b: torch.Tensor,
     cfg: PretrainConfig,
     targets: tuple[torch.Tensor, torch.Tensor] | None = None,
+    inversion: Inversion | None = None,
+    composed: tuple[torch.Tensor, list[str]] | None = None,
 ) -> dict[str, float]:
     """One optimisation step over B geometries; returns the loss terms as floats.
 
@@ -484,13 +662,21 @@ def train_step(
         ids_a, ids_b: (B, L) token ids of their captions.
         targets: (image, text) soft targets of the caption loss over the 2B
             pairs (:func:`described_targets`); None: identical captions.
+        inversion: the inversion term's map (second phase), or None; its targets
+            are the second renderings, which are always photos.
+        composed: ``(rows, phrases)``: a (B,) bool mask of composed inversion rows
+            (pseudo-words from the first rendering, then the second's appearance
+            phrase; ``cfg.inversion_mix``) and B phrases ("" where not composed).
 
     The forward passes run under :func:`fast_attention` when ``cfg.math_attention``.
     """
     model = bundle.model
-    kernel = fast_attention(images_a.device) if cfg.math_attention else nullcontext()
+
+    def kernel():
+        return fast_attention(images_a.device) if cfg.math_attention else nullcontext()
+
     ids = torch.cat([ids_a, ids_b])
-    with kernel:
+    with kernel():
         raw = model.encode_image(torch.cat([images_a, images_b]))  # (2B, E)
         txt = encode_token_ids(model, ids, normalize=True, buckets=cfg.text_buckets)
     img = F.normalize(raw, dim=-1)
@@ -502,15 +688,25 @@ def train_step(
     shape = F.normalize(raw[:, :dims], dim=-1) if dims < raw.shape[1] else img
     loss_ii = image_image_loss(shape[:half], shape[half:], tau=cfg.image_image_tau)
     loss = loss_clip + cfg.image_image_weight * loss_ii
+    terms = {"clip": loss_clip.item(), "image_image": loss_ii.item()}
+    params = list(model.parameters())
+    if inversion is not None:
+        sources, suffixes = None, None
+        if composed is not None:
+            rows, suffixes = composed
+            sources = torch.where(rows[:, None].to(img.device), img[:half], img[half:])
+        with kernel():
+            loss_inv = inversion.loss(
+                model, img[half:], cfg.inversion_tau, sources, suffixes
+            )
+        loss = loss + cfg.inversion_weight * loss_inv
+        terms["inversion"] = loss_inv.item()
+        params += list(inversion.mapper.parameters())
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
     optimizer.step()
-    return {
-        "loss": loss.item(),
-        "clip": loss_clip.item(),
-        "image_image": loss_ii.item(),
-    }
+    return {"loss": loss.item(), **terms}
 
 
 def pretrain_clip(
@@ -544,14 +740,26 @@ def pretrain_clip(
     if final.is_file() and not force:
         bundle = load_clip(cfg.model_name, final)
         history = json.loads(history_file.read_text()) if history_file.is_file() else []
-        return PretrainResult(bundle, final, history, None, cfg.steps, False)
+        return PretrainResult(bundle, final, history, None, cfg.total_steps, False)
 
+    two_phase = cfg.inversion_steps > 0
+    first = cfg.first_phase() if two_phase else cfg
+    first_final = pretrain_dir(first) / "model.pt"
     bundle = load_clip(cfg.model_name, None, seed=cfg.seed)
     model = bundle.model
     if cfg.shape_share > 0:
         set_embedding_blocks(model, cfg.image_image_dims, cfg.shape_share)
     model.train()
     optimizer = _make_optimizer(model, cfg)
+    inversion: Inversion | None = None
+
+    def second_phase() -> torch.optim.Optimizer:
+        # a fresh map and a fresh optimiser at a constant learning rate, whether the
+        # first phase ran just now or came from the cache: the same weights either way
+        nonlocal inversion
+        inversion = Inversion.for_bundle(bundle, cfg)
+        return _make_optimizer(model, cfg, inversion.mapper)
+
     last = folder / "last.pt"
     start, history = 0, []
     if last.is_file() and not force:
@@ -559,8 +767,18 @@ def pretrain_clip(
         if state.get("config_key") != cfg.key():
             raise ValueError(f"{last} belongs to another configuration; delete it")
         model.load_state_dict(state["model"])
+        if "inversion" in state:
+            optimizer = second_phase()
+            inversion.mapper.load_state_dict(state["inversion"])
         optimizer.load_state_dict(state["optimizer"])
         start, history = int(state["step"]), list(state["history"])
+    elif two_phase and first_final.is_file() and not force:
+        done_first = load_clip(cfg.model_name, first_final)
+        model.load_state_dict(done_first.model.state_dict())
+        first_history = pretrain_dir(first) / "history.json"
+        if first_history.is_file():
+            history = json.loads(first_history.read_text())
+        start = cfg.steps
     resumed_from = start
 
     corpus = (corpus_fn or world_corpus)(cfg, bundle.image_size)
@@ -574,12 +792,21 @@ def pretrain_clip(
             list(corpus.attributes), max(2 * cfg.shape_neighbours, 8)
         )
 
-    end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
+    total = cfg.total_steps
+    end = total if stop_after is None else min(total, stop_after)
     t0, pairs = time.perf_counter(), 0
     bar = tqdm(range(start, end), desc="pretraining", unit="step", disable=quiet)
     for step in bar:
+        if two_phase and step >= cfg.steps and inversion is None:
+            if not first_final.is_file():
+                # keep the first phase: it is the model of the config without it
+                model.eval()
+                save_clip(bundle, first_final, extra={"pretrain_config": asdict(first)})
+                (pretrain_dir(first) / "history.json").write_text(json.dumps(history))
+                model.train()
+            optimizer = second_phase()
         idx, use_drawing = batch_plan(cfg, step, len(corpus), neighbours)
-        first = np.where(
+        first_view = np.where(
             use_drawing[:, None, None, None], corpus.drawing[idx], corpus.view_a[idx]
         )
         drawn = torch.from_numpy(use_drawing)
@@ -600,17 +827,23 @@ def pretrain_clip(
                     ]
                 ),
             )
+        composed = None
+        if inversion is not None and cfg.inversion_mix > 0:
+            composed = _composed_rows(cfg, step, idx, corpus)
+        lr = cfg.inversion_lr if inversion is not None else _lr_at(step, cfg)
         for group in optimizer.param_groups:
-            group["lr"] = _lr_at(step, cfg)
+            group["lr"] = cfg.inversion_map_lr if group.get("map") else lr
         terms = train_step(
             bundle,
             optimizer,
-            _to_batch(first, bundle),
+            _to_batch(first_view, bundle),
             _to_batch(corpus.view_b[idx], bundle),
             ids,
             ids_b[idx],
             cfg,
             targets,
+            inversion,
+            composed,
         )
         pairs += 2 * cfg.batch_size
         history.append({"step": step + 1, **terms})
@@ -625,13 +858,18 @@ def pretrain_clip(
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
                     "history": history,
+                    **(
+                        {"inversion": inversion.mapper.state_dict()}
+                        if inversion is not None
+                        else {}
+                    ),
                 },
                 last,
             )
     elapsed = time.perf_counter() - t0
     model.eval()
     pairs_per_s = pairs / elapsed if elapsed > 0 and pairs else None
-    if len(history) >= cfg.steps:
+    if len(history) >= total:
         save_clip(bundle, final, extra={"pretrain_config": asdict(cfg)})
         history_file.write_text(json.dumps(history))
         last.unlink(missing_ok=True)

@@ -1,5 +1,6 @@
 """Tiny-CLIP pretraining: resume equals a straight run, cache reuse, bad configs."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -64,13 +65,21 @@ def test_key_of_a_config_without_later_fields_is_unchanged():
 
     from duet_lib.checkpoint import config_hash
 
-    cfg = _cfg(image_image_dims=4)
+    cfg = _cfg(image_image_dims=4, inversion_steps=0)
     later = (
         "shape_share",
         "partial_captions",
         "caption_targets",
         "text_buckets",
         "math_attention",
+        "inversion_steps",
+        "inversion_lr",
+        "inversion_map_lr",
+        "inversion_weight",
+        "inversion_tokens",
+        "inversion_scale",
+        "inversion_tau",
+        "inversion_mix",
     )
     old_fields = {k: v for k, v in asdict(cfg).items() if k not in later}
     assert cfg.key() == config_hash(old_fields)
@@ -221,9 +230,109 @@ def test_speed_settings_name_their_run_and_train_the_same_model(tmp_path, monkey
         torch.testing.assert_close(sa[k], sb[k], rtol=1e-3, atol=1e-4, msg=k)
 
 
+def test_inversion_term_trains_the_text_tower_and_never_the_image_tower():
+    from duet_lib.models.clip import load_clip
+    from duet_lib.models.pretrain import Inversion
+
+    cfg = _cfg()
+    assert cfg.inversion_steps > 0
+    bundle = load_clip(cfg.model_name, None, seed=0)
+    model = bundle.model
+    inv = Inversion.for_bundle(bundle, cfg)
+    words = inv.mapper(torch.randn(5, model.text_projection.shape[1]))
+    assert words.shape == (
+        5,
+        cfg.inversion_tokens,
+        model.token_embedding.weight.shape[1],
+    )
+    real = model.token_embedding.weight.detach().norm(dim=-1).mean()
+    torch.testing.assert_close(
+        words.norm(dim=-1),
+        torch.full((5, cfg.inversion_tokens), cfg.inversion_scale * real),
+    )
+    x = torch.randn(6, 3, bundle.image_size, bundle.image_size)
+    photos = torch.nn.functional.normalize(model.encode_image(x), dim=-1)
+    loss = inv.loss(model, photos, cfg.inversion_tau)
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    loss.backward()
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    assert all(g is None for n, g in grads.items() if n.startswith("visual."))
+    assert grads["transformer.resblocks.0.attn.in_proj_weight"].abs().sum() > 0
+    assert all(p.grad is not None for p in inv.mapper.parameters())
+
+
+def test_second_phase_reuses_the_first_and_equals_a_straight_run(tmp_path, monkeypatch):
+    from duet_lib.models.pretrain import pretrain_dir
+
+    assert PretrainConfig.for_profile("teach").inversion_steps == 300
+    cfg = _cfg(steps=2, inversion_steps=2)
+    # the first phase is the configuration without the inversion fields: its key
+    # is the one written before they existed
+    assert cfg.first_phase().key() == _cfg(steps=2, inversion_steps=0).key()
+    assert cfg.key() != cfg.first_phase().key() and cfg.total_steps == 4
+
+    monkeypatch.setenv("DUET_CACHE_DIR", str(tmp_path / "a"))
+    first = pretrain_clip(cfg.first_phase(), quiet=True)
+    both = pretrain_clip(cfg, quiet=True)
+    assert both.trained_now and both.resumed_from == 2  # started from the cache
+    assert both.history[:2] == first.history
+    assert all("inversion" in h for h in both.history[2:])
+    assert all("inversion" not in h for h in first.history)
+    a, f = _state(both.bundle), _state(first.bundle)
+    key = "transformer.resblocks.0.attn.in_proj_weight"
+    assert not torch.equal(a[key], f[key])
+
+    monkeypatch.setenv("DUET_CACHE_DIR", str(tmp_path / "b"))
+    straight = pretrain_clip(cfg, quiet=True)
+    assert straight.resumed_from == 0
+    assert (pretrain_dir(cfg.first_phase()) / "model.pt").is_file()  # kept on the way
+    b = _state(straight.bundle)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
+    with pytest.raises(ValueError, match="inversion_steps"):
+        _cfg(inversion_steps=-1)
+    with pytest.raises(ValueError, match="inversion_tau"):
+        _cfg(inversion_tau=0.0)
+
+
+def test_composed_inversion_rows_read_pseudo_words_before_real_words(
+    tmp_path, monkeypatch
+):
+    from duet_lib.models.clip import load_clip
+    from duet_lib.models.pretrain import Inversion, _composed_rows, world_corpus
+
+    cfg = _cfg(steps=2, inversion_steps=2, inversion_mix=0.5)
+    bundle = load_clip(cfg.model_name, None, seed=0)
+    inv = Inversion.for_bundle(bundle, cfg)
+    photos = torch.nn.functional.normalize(torch.randn(4, bundle.embed_dim), dim=-1)
+    other = torch.nn.functional.normalize(torch.randn(4, bundle.embed_dim), dim=-1)
+    with torch.no_grad():
+        plain = inv.loss(bundle.model, photos, 0.07)
+        words = ["", "in red", "", "with stripes on grass"]
+        mixed = inv.loss(bundle.model, photos, 0.07, sources=other, suffixes=words)
+        same = inv.loss(bundle.model, photos, 0.07, sources=photos, suffixes=[""] * 4)
+    torch.testing.assert_close(same, plain)  # empty suffixes are the plain template
+    assert not torch.isclose(mixed, plain)
+    with pytest.raises(ValueError, match="one string per row"):
+        inv.loss(bundle.model, photos, 0.07, suffixes=["x"])
+
+    corpus = world_corpus(cfg, bundle.image_size)
+    idx = np.arange(8)
+    rows, phrases = _composed_rows(cfg, 5, idx, corpus)
+    again, same_phrases = _composed_rows(cfg, 5, idx, corpus)
+    assert torch.equal(rows, again) and phrases == same_phrases
+    assert all(
+        (p != "") == bool(r) for p, r in zip(phrases, rows.tolist(), strict=True)
+    )
+    monkeypatch.setenv("DUET_CACHE_DIR", str(tmp_path))
+    run = pretrain_clip(cfg, quiet=True)
+    assert len(run.history) == 4 and "inversion" in run.history[-1]
+
+
 def test_fast_backbone_preset_and_bad_speed_settings():
     fast = PretrainConfig.for_profile("teach", model_name="duet-tiny-conv32-96")
     assert (fast.text_buckets, fast.math_attention) == (3, True)
+    assert fast.inversion_steps == 0  # the recipe it was measured with
     default = PretrainConfig.for_profile("teach")
     assert (default.text_buckets, default.math_attention) == (1, False)
     off = PretrainConfig.for_profile(
