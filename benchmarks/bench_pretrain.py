@@ -9,6 +9,8 @@ Compares, on this machine and in this process, image–caption pairs per second 
    caption, fused AdamW, both renderings as pairs) on the same model, the book's
    default backbone; then with the two speed settings of the fast preset (captions
    in length groups, CPU math attention);
+   and the default's second-phase step (the pseudo-word inversion term added, half
+   of its rows composed with appearance phrases);
 3. ``book step, 32-stride``: the fast backbone ``duet-tiny-conv32-96`` (3 x 3 token
    grid, thin stem, text MLP ratio 2) with its preset, and with each speed setting
    switched off in turn.
@@ -34,7 +36,9 @@ from duet_lib.data.world import pretraining_batch
 from duet_lib.models.clip import load_clip
 from duet_lib.models.pretrain import (
     MODEL_PRESETS,
+    Inversion,
     PretrainConfig,
+    _composed_rows,
     _make_optimizer,
     _to_batch,
     clip_loss,
@@ -58,18 +62,25 @@ def _median_time(fn, steps: int) -> float:
     return float(np.median(times))
 
 
-def _book_step(name: str, batch, **settings):
-    """The book's step for ``name``'s teach preset (speed settings overridable)."""
+def _book_step(name: str, batch, second_phase: bool = False, **settings):
+    """The book's step for ``name``'s teach preset (speed settings overridable);
+    ``second_phase`` adds the inversion term of the default's second phase."""
     n = len(batch.caption_a)
     cfg = PretrainConfig.for_profile(
         "teach", model_name=name, batch_size=n, corpus_size=n, **settings
     )
     bundle = load_clip(name, None, seed=0)
     bundle.model.train()
-    opt = _make_optimizer(bundle.model, cfg)
+    inversion = Inversion.for_bundle(bundle, cfg) if second_phase else None
+    opt = _make_optimizer(bundle.model, cfg, inversion.mapper if inversion else None)
     a, b = _to_batch(batch.view_a, bundle), _to_batch(batch.view_b, bundle)
     ids_a, ids_b = bundle.tokenize(batch.caption_a), bundle.tokenize(batch.caption_b)
-    return lambda: train_step(bundle, opt, a, b, ids_a, ids_b, cfg)
+    composed = None
+    if second_phase and cfg.inversion_mix > 0:
+        composed = _composed_rows(cfg, 0, np.arange(n), batch)
+    return lambda: train_step(
+        bundle, opt, a, b, ids_a, ids_b, cfg, None, inversion, composed
+    )
 
 
 def main() -> int:
@@ -110,6 +121,11 @@ def main() -> int:
     ]
     plan = [
         (f"book step, 16-stride ({OLD}, default)", OLD, {}),
+        (
+            "book step, 16-stride, second phase (inversion term)",
+            OLD,
+            {"second_phase": True},
+        ),
         (
             "book step, 16-stride, length groups + math attention",
             OLD,

@@ -164,7 +164,7 @@ class PretrainConfig:
     inversion_tokens: int = 8
     inversion_scale: float = 3.0
     inversion_tau: float = 0.07
-    inversion_mix: float = 0.0
+    inversion_mix: float = 0.5
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -262,10 +262,8 @@ class PretrainConfig:
                 "batch_size": 8,
                 "corpus_size": 32,
                 "warmup_steps": 1,
-                "inversion_steps": 2,
-                "inversion_mix": 0.5,
             },
-            "teach": {"inversion_steps": 300, "inversion_mix": 0.5},
+            "teach": {},
         }
         if profile not in presets:
             raise ValueError(
@@ -284,6 +282,8 @@ _NEUTRAL_LATER_FIELDS: dict[str, Any] = {
     "caption_targets": "identical",
     "text_buckets": 1,
     "math_attention": False,
+    # the inversion fields as first_phase() sets them; with inversion_steps = 0
+    # they all stay out of the key
     "inversion_steps": 0,
     "inversion_lr": 3e-4,
     "inversion_map_lr": 1e-3,
@@ -553,6 +553,8 @@ class Inversion:
             times a real word's mean norm.
         ids: (1, L) token ids of "a photo of" followed by the placeholders.
         placeholder: id of the placeholder token.
+        tokenize: the bundle's tokenizer, for rows with real words after the
+            pseudo-words (composed rows).
     """
 
     mapper: VisualToWord
@@ -770,6 +772,8 @@ def pretrain_clip(
         if "inversion" in state:
             optimizer = second_phase()
             inversion.mapper.load_state_dict(state["inversion"])
+            # the words' norm was measured on the token table when the phase began
+            inversion.mapper.token_norm = float(state["inversion_norm"])
         optimizer.load_state_dict(state["optimizer"])
         start, history = int(state["step"]), list(state["history"])
     elif two_phase and first_final.is_file() and not force:
@@ -859,7 +863,10 @@ def pretrain_clip(
                     "optimizer": optimizer.state_dict(),
                     "history": history,
                     **(
-                        {"inversion": inversion.mapper.state_dict()}
+                        {
+                            "inversion": inversion.mapper.state_dict(),
+                            "inversion_norm": inversion.mapper.token_norm,
+                        }
                         if inversion is not None
                         else {}
                     ),
@@ -869,7 +876,7 @@ def pretrain_clip(
     elapsed = time.perf_counter() - t0
     model.eval()
     pairs_per_s = pairs / elapsed if elapsed > 0 and pairs else None
-    if len(history) >= total:
+    if end >= total:
         save_clip(bundle, final, extra={"pretrain_config": asdict(cfg)})
         history_file.write_text(json.dumps(history))
         last.unlink(missing_ok=True)

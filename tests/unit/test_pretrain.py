@@ -23,13 +23,17 @@ def _state(bundle):
     return {k: v.clone() for k, v in bundle.model.state_dict().items()}
 
 
-def test_resume_reaches_the_same_weights_as_a_straight_run(tmp_path, monkeypatch):
-    cfg = _cfg()
+@pytest.mark.parametrize("inversion_steps,stop", [(0, 2), (2, 5)])
+def test_resume_reaches_the_same_weights_as_a_straight_run(
+    tmp_path, monkeypatch, inversion_steps, stop
+):
+    # (2, 5): interrupted inside the second phase, its map and optimiser restored
+    cfg = _cfg(inversion_steps=inversion_steps)
     monkeypatch.setenv("DUET_CACHE_DIR", str(tmp_path / "a"))
-    part = pretrain_clip(cfg, quiet=True, stop_after=2)
-    assert part.checkpoint.name == "last.pt" and len(part.history) == 2
+    part = pretrain_clip(cfg, quiet=True, stop_after=stop)
+    assert part.checkpoint.name == "last.pt" and len(part.history) == stop
     resumed = pretrain_clip(cfg, quiet=True)
-    assert resumed.resumed_from == 2 and resumed.checkpoint.name == "model.pt"
+    assert resumed.resumed_from == stop and resumed.checkpoint.name == "model.pt"
 
     monkeypatch.setenv("DUET_CACHE_DIR", str(tmp_path / "b"))
     straight = pretrain_clip(cfg, quiet=True)
@@ -234,8 +238,7 @@ def test_inversion_term_trains_the_text_tower_and_never_the_image_tower():
     from duet_lib.models.clip import load_clip
     from duet_lib.models.pretrain import Inversion
 
-    cfg = _cfg()
-    assert cfg.inversion_steps > 0
+    cfg = _cfg(inversion_steps=2)
     bundle = load_clip(cfg.model_name, None, seed=0)
     model = bundle.model
     inv = Inversion.for_bundle(bundle, cfg)
@@ -264,7 +267,7 @@ def test_inversion_term_trains_the_text_tower_and_never_the_image_tower():
 def test_second_phase_reuses_the_first_and_equals_a_straight_run(tmp_path, monkeypatch):
     from duet_lib.models.pretrain import pretrain_dir
 
-    assert PretrainConfig.for_profile("teach").inversion_steps == 300
+    assert PretrainConfig.for_profile("teach").inversion_steps == 0  # an option
     cfg = _cfg(steps=2, inversion_steps=2)
     # the first phase is the configuration without the inversion fields: its key
     # is the one written before they existed
