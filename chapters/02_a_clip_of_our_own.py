@@ -645,7 +645,7 @@ print(len(trainable), "trainable tensors, e.g.", trainable[:3])
 # about the method, so the book keeps the first-phase model as its default and leaves
 # this phase as a measured option. It does show where the tiny model's limit sits: in
 # how far its text tower can read what is not a word.
-#
+
 # %% [markdown]
 # ## Checks
 
