@@ -733,8 +733,8 @@ metrics
 # 6. (Open) `image_image_dims=64, shape_share=0.9` matched the default; the block alone
 #    learned shape faster when it held only 8 % of the norm. Try shares 0.5–0.8 and
 #    compare the gate, the colour probe and chapter 09's FG-SBIR with the default.
-# 7. Run this chapter with `inversion_steps=300` (7 more minutes; the first phase comes
-#    from the cache) and pass the checkpoint it prints to chapters 09 and 10 as
+# 7. (Open) Run this chapter with `inversion_steps=300` (7 more minutes; the first phase
+#    comes from the cache) and pass the checkpoint it prints to chapters 09 and 10 as
 #    `pretrained`. Then try composed rows built from photos only (no line drawings as
 #    sources): does the two-stage inversion baseline still overtake the duet?
 #
