@@ -44,6 +44,7 @@ import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import Any
 
@@ -235,8 +236,7 @@ class PretrainConfig:
 
     def first_phase(self) -> PretrainConfig:
         """The configuration of the first phase: every inversion field neutral."""
-        inversion = {k: v for k, v in _NEUTRAL_LATER_FIELDS.items() if "inversion" in k}
-        return replace(self, **inversion)
+        return replace(self, **_FIRST_PHASE_FIELDS)
 
     @property
     def total_steps(self) -> int:
@@ -282,17 +282,17 @@ _NEUTRAL_LATER_FIELDS: dict[str, Any] = {
     "caption_targets": "identical",
     "text_buckets": 1,
     "math_attention": False,
-    # the inversion fields as first_phase() sets them; with inversion_steps = 0
-    # they all stay out of the key
-    "inversion_steps": 0,
-    "inversion_lr": 3e-4,
-    "inversion_map_lr": 1e-3,
-    "inversion_weight": 1.0,
-    "inversion_tokens": 8,
-    "inversion_scale": 3.0,
-    "inversion_tau": 0.07,
-    "inversion_mix": 0.0,
 }
+
+#: The second phase's fields as :meth:`PretrainConfig.first_phase` sets them: their
+#: defaults, with no steps and no composed rows. With ``inversion_steps = 0`` they
+#: all stay out of the key.
+_FIRST_PHASE_FIELDS: dict[str, Any] = {
+    f.name: f.default
+    for f in dataclass_fields(PretrainConfig)
+    if f.name.startswith("inversion_")
+} | {"inversion_steps": 0, "inversion_mix": 0.0}
+_NEUTRAL_LATER_FIELDS |= _FIRST_PHASE_FIELDS
 
 
 @dataclass
@@ -560,7 +560,7 @@ class Inversion:
     mapper: VisualToWord
     ids: torch.Tensor
     placeholder: int
-    tokenize: Callable[[list[str]], torch.Tensor] | None = None
+    tokenize: Callable[[list[str]], torch.Tensor]
 
     @classmethod
     def for_bundle(cls, bundle: ClipBundle, cfg: PretrainConfig) -> Inversion:
@@ -609,8 +609,8 @@ class Inversion:
         if suffixes is None:
             ids = self.ids.to(target.device).expand(len(target), -1)
         else:
-            if self.tokenize is None or len(suffixes) != len(target):
-                raise ValueError("suffixes need a tokenizer and one string per row")
+            if len(suffixes) != len(target):
+                raise ValueError("suffixes need one string per row")
             k = self.mapper.n_tokens
             texts = [
                 f"{INVERSION_PROMPT} {placeholders(k)} {x}".strip() for x in suffixes
