@@ -194,6 +194,11 @@ PARAMS: dict[str, ParamSpec] = {
         "lambda per loss: a dict with keys among trip, comp, reg, tt, rt, rec",
         _loss_weights,
     ),
+    "lr_schedule": ParamSpec(
+        "learning-rate schedule after the warm-up: constant (the book) or cosine",
+        _choice("constant", "cosine"),
+        ("constant", "cosine"),
+    ),
     "trip_form": ParamSpec(
         "form of the cross-modal triplet L_trip: hinge (the paper) or infonce",
         _choice("hinge", "infonce"),

@@ -107,7 +107,7 @@ CHECKPOINT_FORMAT = "duet_lib.train/1"
 _NOT_HASHED = ("device", "num_workers", "max_steps", "eval_batch_size")
 #: Options added after runs were cached: they enter the hash only when they
 #: differ from their default, so existing runs keep their folders.
-_HASHED_WHEN_CHANGED = ("trip_memory", "token_scale")
+_HASHED_WHEN_CHANGED = ("trip_memory", "token_scale", "lr_schedule")
 
 _AMP = ("off", "bf16", "fp16")
 _SELECT = ("auto", "fgsbir_acc@1", "duet_acc@1", "fgsbir_mrr", "duet_mrr")
@@ -157,6 +157,9 @@ class TrainConfig:
         lr_modules: Adam learning rate of C_v2w, P^L and G.
         weight_decay: Adam weight decay (L2), 0 by default.
         warmup_steps: linear learning-rate warm-up.
+        lr_schedule: "constant" (after the warm-up) or "cosine" (decays to zero
+            at ``max_steps``; such a run's hash then includes ``max_steps``, since
+            the schedule depends on it).
         grad_clip: clip the global gradient norm to this value; None = off.
         weights: lambda of each loss (:class:`~duet_lib.losses.LossWeights`).
         margin_trip: mu_1 of L_trip.
@@ -222,6 +225,7 @@ class TrainConfig:
     lr_modules: float = 1e-3
     weight_decay: float = 0.0
     warmup_steps: int = 0
+    lr_schedule: str = "constant"
     grad_clip: float | None = None
     weights: LossWeights = field(default_factory=LossWeights)
     margin_trip: float = 0.2
@@ -303,6 +307,7 @@ class TrainConfig:
             _choice("reg_form", self.reg_form, ("hinge", "symmetric")),
             _integer("neutral_per_sample", self.neutral_per_sample, 1),
             _choice("tt_form", self.tt_form, ("infonce", "cosine")),
+            _choice("lr_schedule", self.lr_schedule, ("constant", "cosine")),
             _choice("tt_prompts", self.tt_prompts, ("sample", "all")),
             _choice("rt_form", self.rt_form, ("attention", "max")),
             _choice("rec_form", self.rec_form, ("l1", "l2")),
@@ -522,6 +527,8 @@ def _run_identity(
     for name in _HASHED_WHEN_CHANGED:
         if conf[name] == defaults[name]:
             del conf[name]
+    if cfg.lr_schedule != "constant":
+        conf["max_steps"] = cfg.max_steps
     return {
         "format": CHECKPOINT_FORMAT,
         "config": conf,
@@ -987,6 +994,21 @@ def _barrier(world: int) -> None:
         dist.barrier()
 
 
+def lr_scale(cfg: TrainConfig, step: int) -> float:
+    """Learning-rate multiplier of optimisation step ``step`` (1-based).
+
+    A linear warm-up over ``cfg.warmup_steps``, then 1 ("constant") or a cosine
+    from 1 down to 0 at ``cfg.max_steps`` ("cosine").
+    """
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return step / cfg.warmup_steps
+    if cfg.lr_schedule == "constant":
+        return 1.0
+    span = max(cfg.max_steps - cfg.warmup_steps, 1)
+    done = min(max(step - cfg.warmup_steps, 0) / span, 1.0)
+    return 0.5 * (1.0 + math.cos(math.pi * done))
+
+
 def _step_seed(seed: int, step: int, rank: int = 0) -> int:
     return int(np.random.SeedSequence([seed, step, rank, 9]).generate_state(1)[0])
 
@@ -1303,9 +1325,7 @@ def train_duet(
                     step += 1
                     torch.manual_seed(_step_seed(cfg.seed, step, rank))
                     gen = torch.Generator().manual_seed(_step_seed(cfg.seed, step))
-                    scale = (
-                        min(1.0, step / cfg.warmup_steps) if cfg.warmup_steps else 1.0
-                    )
+                    scale = lr_scale(cfg, step)
                     for g in optimizer.param_groups:
                         base = (
                             cfg.lr_visual if g["name"] == "visual" else cfg.lr_modules

@@ -23,6 +23,7 @@ from duet_lib.train import (
     duet_losses,
     evaluate_duet,
     load_trained_duet,
+    lr_scale,
     plot_history,
     train_duet,
 )
@@ -253,6 +254,30 @@ def test_trip_memory_config_and_hash(world: SketchPhotoSet) -> None:
     assert scaled["config"]["token_scale"] == 3.0
     with pytest.raises(ValueError, match="token_scale"):
         TrainConfig(token_scale=0.0)
+
+
+def test_lr_schedule_values_and_hash(world: SketchPhotoSet) -> None:
+    const = TrainConfig(max_steps=10, warmup_steps=2)
+    cos = const.replace(lr_schedule="cosine")
+    assert [lr_scale(const, s) for s in (1, 2, 5, 10)] == [0.5, 1.0, 1.0, 1.0]
+    # warm-up, then half a cosine period from 1 at step 2 to 0 at step 10
+    assert lr_scale(cos, 1) == 0.5 and lr_scale(cos, 2) == 1.0
+    assert lr_scale(cos, 6) == pytest.approx(0.5)
+    assert lr_scale(cos, 10) == pytest.approx(0.0)
+    values = [lr_scale(cos, s) for s in range(2, 11)]
+    assert all(a > b for a, b in zip(values, values[1:], strict=False))
+    with pytest.raises(ValueError, match="lr_schedule"):
+        TrainConfig(lr_schedule="linear")
+    bundle = load_clip(MODEL, seed=0)
+    plain = _run_identity(const, bundle, world)
+    # a constant schedule leaves max_steps out (a run can be extended); a cosine
+    # run's numbers depend on it, so it names the run
+    assert "lr_schedule" not in plain["config"] and "max_steps" not in plain["config"]
+    ident = _run_identity(cos, bundle, world)
+    assert ident["config"]["lr_schedule"] == "cosine"
+    assert ident["config"]["max_steps"] == 10
+    longer = _run_identity(cos.replace(max_steps=20), bundle, world)
+    assert longer != ident
 
 
 class _Recording(SketchPhotoSet):
