@@ -10,6 +10,9 @@ fails. Chapter 11 reads the failures of FG-SBIR on real sketches with three tool
   whole ranking, not at three cut-offs.
 - :func:`failure_gallery`: a figure with one row per failure: the query sketch,
   its ground-truth photo with its rank, and the top retrieved photos.
+- :func:`miss_anatomy` (chapter 10): for the queries whose true item is not
+  ranked first, which attributes (shape, colour, pattern, ...) the item that beat
+  it shares with the true one, so a table can say *what* a method misreads.
 
 Ranks are the pessimistic ranks of :func:`duet_lib.metrics.ranks_pessimistic`
 (ties count against the query), so these tools agree with every Acc@K the book
@@ -27,7 +30,14 @@ import torch
 
 from duet_lib.metrics import ranks_pessimistic
 
-__all__ = ["Failure", "cumulative_match", "failure_gallery", "worst_queries"]
+__all__ = [
+    "Failure",
+    "MissAnatomy",
+    "cumulative_match",
+    "failure_gallery",
+    "miss_anatomy",
+    "worst_queries",
+]
 
 
 @dataclass(frozen=True)
@@ -143,6 +153,110 @@ def cumulative_match(
         )
     counts = np.bincount(r, minlength=n + 1)[1:]  # queries per rank, (N,)
     return np.cumsum(counts) / r.size
+
+
+@dataclass(frozen=True)
+class MissAnatomy:
+    """What the missed queries of one ranking got wrong (chapter 10).
+
+    Attributes:
+        names: the attributes compared, in order (e.g. shape, colour, pattern).
+        n_queries: Q, all queries.
+        n_misses: queries whose true item is not ranked first (pessimistic rank
+            above 1).
+        counts: agreement pattern -> number of missed queries. A pattern is a
+            tuple of booleans, one per name: does the item ranked first share
+            that attribute with the true item?
+    """
+
+    names: tuple[str, ...]
+    n_queries: int
+    n_misses: int
+    counts: dict[tuple[bool, ...], int]
+
+    def wrong(self, *names: str) -> int:
+        """Missed queries whose first item differs from the truth in any of ``names``."""
+        if not names:
+            raise ValueError("name at least one attribute")
+        unknown = [n for n in names if n not in self.names]
+        if unknown:
+            raise ValueError(
+                f"unknown attribute(s) {unknown}; valid: {', '.join(self.names)}"
+            )
+        idx = [self.names.index(n) for n in names]
+        return sum(
+            n for pattern, n in self.counts.items() if not all(pattern[i] for i in idx)
+        )
+
+    def rows(self) -> list[tuple[tuple[bool, ...], int]]:
+        """(pattern, count) pairs, most frequent first (ties: pattern order)."""
+        return sorted(self.counts.items(), key=lambda kv: (-kv[1], kv[0]))
+
+    def markdown(self, max_rows: int | None = None) -> str:
+        """A table: one row per agreement pattern, with its share of all queries."""
+        head = "| " + " | ".join(self.names) + " | misses | share of queries |"
+        rule = "|" + "---|" * len(self.names) + "---:|---:|"
+        lines = [head, rule]
+        rows = self.rows()
+        for pattern, n in rows[:max_rows] if max_rows else rows:
+            marks = " | ".join("same" if ok else "**other**" for ok in pattern)
+            lines.append(f"| {marks} | {n} | {100 * n / self.n_queries:.1f} % |")
+        return "\n".join(lines)
+
+
+def miss_anatomy(
+    sim: torch.Tensor | np.ndarray,
+    target: torch.Tensor | np.ndarray | Sequence[int],
+    attributes: Mapping[str, Sequence[Any]],
+) -> MissAnatomy:
+    """For each missed query, which attributes its first-ranked item shares with the truth.
+
+    A query is missed when its pessimistic rank is above 1 (so ties with the true
+    item count as misses, as in every Acc@1 of the book). Its first-ranked item is
+    the best-scoring gallery item other than the true one (the lowest index among
+    equal scores). Comparing that item's attributes with the true item's tells
+    misreadings apart: a composed query that lands on a photo of the right shape in
+    another colour misread the words; one that lands on another shape in the right
+    colour misread the sketch.
+
+    Args:
+        sim: (Q, N) similarities, higher = closer.
+        target: (Q,) gallery index of each query's true item.
+        attributes: name -> N values, one per gallery item (hashable, e.g. shape
+            ids or colour names); compared in the mapping's order.
+
+    Returns:
+        A :class:`MissAnatomy`.
+
+    Raises:
+        ValueError: a malformed ``sim`` or ``target``, no attributes, or an
+            attribute with other than N values.
+    """
+    ranks = ranks_pessimistic(sim, target).cpu().numpy()  # validates both
+    sim_t = torch.as_tensor(sim).detach().cpu().double()
+    target_t = torch.as_tensor(target).long().cpu()
+    n_q, n_g = sim_t.shape
+    if not attributes:
+        raise ValueError("attributes must name at least one attribute")
+    names = tuple(attributes)
+    values = []
+    for name in names:
+        vals = list(attributes[name])
+        if len(vals) != n_g:
+            raise ValueError(
+                f"attribute {name!r} has {len(vals)} values for a gallery of {n_g}"
+            )
+        values.append(vals)
+    others = sim_t.clone()
+    others[torch.arange(n_q), target_t] = -torch.inf
+    first = others.argmax(dim=1).numpy()  # argmax takes the lowest index on ties
+    counts: dict[tuple[bool, ...], int] = {}
+    missed = np.flatnonzero(ranks > 1)
+    for q in missed:
+        t, f = int(target_t[q]), int(first[q])
+        pattern = tuple(bool(v[f] == v[t]) for v in values)
+        counts[pattern] = counts.get(pattern, 0) + 1
+    return MissAnatomy(names, int(n_q), int(missed.size), counts)
 
 
 def _image(x: Any, what: str) -> np.ndarray:

@@ -8,6 +8,7 @@ from duet_lib.failures import (
     Failure,
     cumulative_match,
     failure_gallery,
+    miss_anatomy,
     worst_queries,
 )
 from duet_lib.metrics import acc_at_k, ranks_pessimistic
@@ -172,3 +173,58 @@ def test_failure_gallery_rejects_bad_input(small):
     uneven = [fails[0], Failure(1, 0, 2, 0.1, (0,), (0.2,))]
     with pytest.raises(ValueError, match="same number"):
         failure_gallery(uneven, _images(2), _images(5))
+
+
+def test_miss_anatomy_by_hand(small):
+    sim, target = small
+    # gallery items 0..4: shapes and colours
+    attrs = {
+        "shape": ["a", "b", "b", "c", "d"],
+        "colour": ["red", "red", "blue", "blue", "red"],
+    }
+    anat = miss_anatomy(sim, target, attrs)
+    # query 0 is a hit; query 1 (truth 1 = b/red) is beaten first by item 3
+    # (c/blue); query 2 (truth 2 = b/blue) ties with 0 and 1, the lowest index 0
+    # (a/red) counts; query 3 (truth 4 = d/red) is beaten first by item 2 (b/blue)
+    assert anat.names == ("shape", "colour")
+    assert (anat.n_queries, anat.n_misses) == (4, 3)
+    assert anat.counts == {(False, False): 3}
+    assert anat.wrong("shape") == 3 and anat.wrong("colour") == 3
+    # the same ranking read by another attribute set
+    anat2 = miss_anatomy(sim, target, {"colour": ["red", "red", "blue", "blue", "red"]})
+    assert anat2.counts == {(False,): 3}
+    hit_right_colour = miss_anatomy(
+        sim, target, {"colour": ["red", "red", "red", "blue", "blue"]}
+    )
+    # query 1: item 3 blue vs red -> other; query 2: item 0 red vs red -> same;
+    # query 3: item 2 red vs blue -> other
+    assert hit_right_colour.counts == {(False,): 2, (True,): 1}
+    assert hit_right_colour.wrong("colour") == 2
+    both = miss_anatomy(
+        sim,
+        target,
+        {
+            "shape": ["a", "b", "c", "c", "d"],
+            "colour": ["red", "red", "red", "blue", "blue"],
+        },
+    )
+    # query 2's first item (0, shape a) has another shape but the same colour
+    assert both.wrong("shape") == 3 and both.wrong("colour") == 2
+    assert both.wrong("shape", "colour") == 3
+    table = hit_right_colour.markdown()
+    assert table.splitlines()[2] == "| **other** | 2 | 50.0 % |"
+    assert table.splitlines()[3] == "| same | 1 | 25.0 % |"
+
+
+def test_miss_anatomy_errors(small):
+    sim, target = small
+    with pytest.raises(ValueError, match="at least one attribute"):
+        miss_anatomy(sim, target, {})
+    with pytest.raises(ValueError, match="has 4 values for a gallery of 5"):
+        miss_anatomy(sim, target, {"shape": ["a", "b", "c", "d"]})
+    with pytest.raises(ValueError, match="unknown attribute"):
+        miss_anatomy(sim, target, {"shape": list("abcde")}).wrong("colour")
+    with pytest.raises(ValueError, match="at least one"):
+        miss_anatomy(sim, target, {"shape": list("abcde")}).wrong()
+    perfect = miss_anatomy(torch.eye(3), torch.arange(3), {"shape": list("abc")})
+    assert perfect.n_misses == 0 and perfect.counts == {}
