@@ -888,6 +888,12 @@ metrics
 #    `BaselineConfig`. Why might it help or hurt on sketches?
 # 5. (Open) Which reference level would you add for a real dataset such as ShoeV2,
 #    where no attributes are known?
+# 6. Dissect the misses of the duet's sketch-only query on the same gallery
+#    (`emb_all["sketch"]` with `miss_anatomy`). Which attribute does it get wrong most
+#    often, and why is that the expected answer for a query without words?
+# 7. (Open) The duet's own two halves added beat its composed query on this world. Which
+#    training signal could teach the composed query to read real appearance words
+#    without giving the method text it is not supposed to have?
 #
 # ## References
 #
