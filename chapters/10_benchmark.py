@@ -97,8 +97,17 @@ lr_modules = 1e-3  # learning rate of C_v2w, P^L and G (and of the inversion map
 trip_form = "infonce"  # L_trip over the batch (our choice for the tiny CLIP); hinge in the paper
 sketch_tokens = 8  # pseudo-words per sketch, also of the inversion map; the paper uses 1 (our choice)
 token_scale = 3.0  # pseudo-word norm in units of a real word norm, also of the inversion map (our choice)
-loss_weights = {"trip": 1, "comp": 1, "reg": 1, "tt": 0.25, "rt": 1, "rec": 1}  # λs
-ablations = ["trip", "comp", "reg", "tt", "rt", "rec"]  # losses removed one at a time
+# λs; "words" is our seventh term (self-labelled words), 0 trains the paper's six
+loss_weights = {
+    "trip": 1,
+    "comp": 1,
+    "reg": 1,
+    "tt": 0.25,
+    "rt": 1,
+    "rec": 1,
+    "words": 1,
+}
+ablations = ["trip", "comp", "reg", "tt", "rt", "rec", "words"]  # removed one at a time
 ablation_steps = 150  # training steps of each ablation run (None means max_steps)
 baseline_steps = 400  # training steps of B-CLIP and of the inversion map
 fusion_weight = 1.0  # weight w of the text in late fusion
@@ -322,7 +331,9 @@ print("aggregation, reference levels and top-k agree with duet_lib")
 #
 # ### The methods and their configurations
 #
-# The duet is configured exactly as in chapter 09. The baselines share its batch size,
+# The duet is configured exactly as in chapter 09, our seventh term $\mathcal{L}_{words}$
+# (self-labelled words) included; the ablation's row without it is the paper's six
+# losses. The baselines share its batch size,
 # its seeds and, where they train the same thing, its learning rates: B-CLIP tunes
 # $V$'s LayerNorms at `lr_visual`; the inversion map $\phi$ learns at `lr_modules`
 # and, like $C_{v2w}$, emits `sketch_tokens` pseudo-words of `token_scale` times a

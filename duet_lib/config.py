@@ -105,7 +105,7 @@ def _device(v: Any) -> str | None:
     return "must be 'auto', 'cpu', 'cuda', 'cuda:<index>' or 'mps'"
 
 
-_LOSS_NAMES = ("trip", "comp", "reg", "tt", "rt", "rec")
+_LOSS_NAMES = ("trip", "comp", "reg", "tt", "rt", "rec", "words")
 
 
 def _loss_weights(v: Any) -> str | None:

@@ -1,4 +1,4 @@
-"""The six losses of the sketch + text duet, and their weighted total.
+"""The six losses of the sketch + text duet, our optional seventh, and their total.
 
 The paper fixes which embeddings each loss compares; every functional form here
 is our reconstruction, and the alternatives listed in the book's method notes are
@@ -22,7 +22,13 @@ s_L^T           [P^L ; s^w]                                 ``query_sketch``
 s_L^{T,Delta}   [P^L ; s^w ; Delta^w], Delta = p+ - s       ``query_delta``
 s_L^{T,N}       [P^L ; s^w ; N^w], N a neutral text          ``query_neutral``
 s_F^T           [P^F ; s^w], P^F a fixed prompt              ``query_fixed``
+s_L^{T,W}       [P^L ; s^w ; W], W self-labelled words       ``query_delta``
 ==============  ==========================================  ================
+
+The seventh term, L_words (our option, off by default; chapter 09), is
+:func:`compositionality_loss` again with real words in place of Delta^w: W is an
+appearance phrase that the frozen CLIP writes for the paired photo by reading it
+zero-shot (:func:`duet_lib.probes.zero_shot_phrases`), so no dataset text is used.
 
 Chapters: L_trip in 03, L_comp in 04, L_reg and the neutral texts in 05, L_TT and
 the fixed prompts in 06, L_RT and region pooling in 07, L_rec in 08, the weighted
@@ -57,8 +63,9 @@ __all__ = [
     "triplet_loss",
 ]
 
-#: Names of the six loss terms, in the order of the total loss.
-LOSS_NAMES: tuple[str, ...] = ("trip", "comp", "reg", "tt", "rt", "rec")
+#: Names of the loss terms, in the order of the total loss: the paper's six, then
+#: our optional L_words (self-labelled words, weight 0 unless chosen).
+LOSS_NAMES: tuple[str, ...] = ("trip", "comp", "reg", "tt", "rt", "rec", "words")
 
 _EPS = 1e-8
 # ITU-R BT.601 luma weights, for the greyscale reconstruction target.
@@ -822,13 +829,14 @@ def reconstruction_loss(
 
 @dataclass(frozen=True)
 class LossWeights:
-    """Weights lambda of the six loss terms (chapter 09).
+    """Weights lambda of the loss terms (chapter 09).
 
     The total is sum_k weight_k * L_k (the paper's L_trip has no lambda; ours has
     one so that it, too, can be switched off for ablations). A weight of 0 turns
     its term off: the training step should not compute it at all (see
-    :meth:`enabled`). Every weight defaults to 1.0; the paper's values are not
-    available, so tune them on the validation split.
+    :meth:`enabled`). The paper's six weights default to 1.0 (its values are not
+    available, so tune them on the validation split); ``words``, our optional
+    seventh term, defaults to 0.0 (off).
     """
 
     trip: float = 1.0
@@ -837,6 +845,7 @@ class LossWeights:
     tt: float = 1.0
     rt: float = 1.0
     rec: float = 1.0
+    words: float = 0.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -879,13 +888,14 @@ def total_loss(
     """Weighted sum of the loss terms, and a log of their values (chapter 09).
 
     L = lambda_trip L_trip + lambda_comp L_comp + lambda_reg L_reg + lambda_tt L_TT
-    + lambda_rt L_RT + lambda_rec L_rec (the weighted-sum form is ours).
+    + lambda_rt L_RT + lambda_rec L_rec (+ lambda_words L_words, our option); the
+    weighted-sum form is ours.
 
     Args:
         terms: scalar tensors keyed by names from :data:`LOSS_NAMES`. Every term
             with a positive weight must be present; terms whose weight is 0 may
             be left out (they are ignored if given).
-        weights: the lambdas; None means all 1.0.
+        weights: the lambdas; None means the defaults (the paper's six at 1.0).
 
     Returns:
         (total, log): the scalar total loss (differentiable), and a dict of the

@@ -17,6 +17,9 @@ held-out photos:
   sketches (what the duet must improve).
 - :func:`text_to_photo_retrieval`: caption → photo retrieval of held-out attribute
   combinations.
+- :func:`zero_shot_phrases`: the caption-style reading written back as an appearance
+  phrase per photo ("in red with stripes on grass"): self-labelled words for the
+  duet's optional L_words (chapter 09), no dataset text involved.
 
 Ranks are pessimistic (:mod:`duet_lib.metrics`): ties count against the query.
 """
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import zlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -35,7 +39,7 @@ from PIL import Image
 from duet_lib.data.loaders import load_image
 from duet_lib.data.records import SketchPhotoSet, SketchRecord
 from duet_lib.data.strokes import rasterize
-from duet_lib.data.world_text import combination_captions
+from duet_lib.data.world_text import appearance_phrase, combination_captions
 from duet_lib.metrics import acc_at_k, attribute_at_1, ranks_pessimistic
 from duet_lib.models.clip import ClipBundle
 from duet_lib.models.text_encoding import encode_text
@@ -269,6 +273,62 @@ def joint_attribute_predictions(
     for j, attribute in enumerate(JOINT_ATTRIBUTES):
         truth = [str(ws.attributes[p][attribute]) for p in photo_ids]
         out[attribute] = (values[attribute], truth, [combos[b][j] for b in best])
+    return out
+
+
+def zero_shot_phrases(
+    bundle: ClipBundle,
+    ws: SketchPhotoSet,
+    photo_ids: Sequence[str],
+    *,
+    seed: int = 0,
+    per_class: int | None = None,
+    classes: tuple[dict[str, list[str]], list[tuple[str, ...]], torch.Tensor]
+    | None = None,
+) -> dict[str, str]:
+    """An appearance phrase per photo, written from the CLIP's own zero-shot reading.
+
+    Each photo's colour, pattern and background are read by
+    :func:`joint_attribute_predictions` (caption-style prompts over every
+    combination of the world's vocabulary; no photo's own caption or attributes are
+    used) and written as a duet-style phrase by
+    :func:`~duet_lib.data.world_text.appearance_phrase`, its template drawn from a
+    generator seeded with ``seed`` and the photo id, so each photo's phrase does not
+    depend on which other photos are labelled or in what order.
+    These are the self-labelled words of the duet's optional L_words (chapter 09):
+    text the model writes for itself, so the method still trains on sketch–photo
+    pairs alone. Where the reading is wrong, so is the phrase (the caller can
+    measure how often on the world, whose true attributes are known).
+
+    Args:
+        bundle: the frozen CLIP that reads the photos (before any training).
+        ws: a dataset with world attributes (their vocabulary names the classes).
+        photo_ids: photos to label.
+        seed: seed of the phrase templates.
+        per_class, classes: passed to :func:`joint_attribute_predictions`.
+
+    Returns:
+        photo id -> phrase.
+
+    Raises:
+        ValueError: no photos, or a dataset without world attributes.
+    """
+    if not photo_ids:
+        raise ValueError("zero_shot_phrases needs at least one photo")
+    if not ws.attributes or any(p not in ws.attributes for p in photo_ids):
+        raise ValueError(
+            "self-labelled phrases need a dataset with world attributes (their "
+            "colour, pattern and background vocabulary names the classes); "
+            f"{ws.name!r} has none for some of the photos"
+        )
+    reading = joint_attribute_predictions(
+        bundle, ws, list(photo_ids), per_class=per_class, classes=classes
+    )
+    out = {}
+    for i, pid in enumerate(photo_ids):
+        attrs = {a: reading[a][2][i] for a in ("colour", "pattern", "background")}
+        rng = np.random.default_rng([seed, zlib.crc32(pid.encode("utf-8"))])
+        out[pid] = appearance_phrase(attrs, rng)
     return out
 
 

@@ -83,6 +83,7 @@ from duet_lib.metrics import retrieval_report
 from duet_lib.models.clip import ClipBundle
 from duet_lib.models.duet import DELTA_SPACES, DeltaOptions, DuetModel
 from duet_lib.models.text_encoding import encode_text
+from duet_lib.probes import zero_shot_phrases
 from duet_lib.progress import tqdm
 from duet_lib.repro import resolve_device
 from duet_lib.tasks import retrieval_task
@@ -157,6 +158,10 @@ class TrainConfig:
         lr_modules: Adam learning rate of C_v2w, P^L and G.
         weight_decay: Adam weight decay (L2), 0 by default.
         warmup_steps: linear learning-rate warm-up.
+        words_per_class: captions per attribute combination with which the frozen
+            CLIP reads the training photos for L_words
+            (:func:`duet_lib.probes.zero_shot_phrases`); None: all of them (about
+            170). Only used when ``weights.words`` > 0.
         lr_schedule: "constant" (after the warm-up) or "cosine" (decays to zero
             at ``max_steps``; such a run's hash then includes ``max_steps``, since
             the schedule depends on it).
@@ -226,6 +231,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     warmup_steps: int = 0
     lr_schedule: str = "constant"
+    words_per_class: int | None = 16
     grad_clip: float | None = None
     weights: LossWeights = field(default_factory=LossWeights)
     margin_trip: float = 0.2
@@ -308,6 +314,7 @@ class TrainConfig:
             _integer("neutral_per_sample", self.neutral_per_sample, 1),
             _choice("tt_form", self.tt_form, ("infonce", "cosine")),
             _choice("lr_schedule", self.lr_schedule, ("constant", "cosine")),
+            _integer("words_per_class", self.words_per_class, 1, none_ok=True),
             _choice("tt_prompts", self.tt_prompts, ("sample", "all")),
             _choice("rt_form", self.rt_form, ("attention", "max")),
             _choice("rec_form", self.rec_form, ("l1", "l2")),
@@ -529,6 +536,11 @@ def _run_identity(
             del conf[name]
     if cfg.lr_schedule != "constant":
         conf["max_steps"] = cfg.max_steps
+    if not conf["weights"].get("words"):
+        # our optional seventh term, added after runs were cached: off, it (and its
+        # setting) is left out so that existing runs keep their folders
+        conf["weights"] = {k: v for k, v in conf["weights"].items() if k != "words"}
+        del conf["words_per_class"]
     return {
         "format": CHECKPOINT_FORMAT,
         "config": conf,
@@ -620,6 +632,21 @@ def duet_losses(
         neg = o["n"][:, comp_cols] if comp_cols else None
         terms["comp"] = compositionality_loss(
             o["q_delta"],
+            o["q_sketch"],
+            o["p"],
+            cfg.margin_comp,
+            form=cfg.comp_form,
+            negatives=neg,
+            tau=cfg.tau,
+            labels=photo_labels,
+            negative_reduction=cfg.negative_reduction,
+            detach_reference=cfg.comp_detach_reference,
+        )
+    if w.enabled("words"):
+        # L_words: L_comp's form with the self-labelled phrase in place of Delta^w
+        neg = o["n"][:, comp_cols] if comp_cols else None
+        terms["words"] = compositionality_loss(
+            o["q_words"],
             o["q_sketch"],
             o["p"],
             cfg.margin_comp,
@@ -1013,6 +1040,55 @@ def _step_seed(seed: int, step: int, rank: int = 0) -> int:
     return int(np.random.SeedSequence([seed, step, rank, 9]).generate_state(1)[0])
 
 
+def _self_labelled_phrases(
+    cfg: TrainConfig,
+    bundle: ClipBundle,
+    photo_ids: Sequence[str],
+    dataset: SketchPhotoSet,
+    out_dir: Path,
+    resumed: bool,
+    rank: int,
+) -> dict[str, str]:
+    """The phrases of L_words: read once from the untrained CLIP, kept in the run.
+
+    A fresh run reads every training photo zero-shot with the bundle as passed
+    (before any LayerNorm is trained) and writes ``phrases.json`` into the run
+    folder; a resumed run reads that file, since its bundle has already been
+    trained.
+    """
+    path = out_dir / "phrases.json"
+    if resumed:
+        if not path.is_file():
+            raise ValueError(
+                f"{out_dir}: this run uses L_words but its phrases.json is missing; "
+                "delete the folder to start the run again"
+            )
+        phrases = json.loads(path.read_text(encoding="utf-8"))
+        ok = isinstance(phrases, dict) and all(
+            isinstance(phrases.get(p), str) for p in photo_ids
+        )
+        if not ok:
+            raise ValueError(f"{path} does not hold a phrase for every training photo")
+        return phrases
+    was_training = bundle.model.training
+    bundle.model.eval()
+    try:
+        phrases = zero_shot_phrases(
+            bundle,
+            dataset,
+            list(photo_ids),
+            seed=cfg.seed,
+            per_class=cfg.words_per_class,
+        )
+    except ValueError as err:
+        raise ValueError(f"L_words (weights.words > 0): {err}") from None
+    finally:
+        bundle.model.train(was_training)
+    if rank == 0:
+        _write_json(path, phrases)
+    return phrases
+
+
 def _write_json(path: Path, obj: Any) -> None:
     text = json.dumps(obj, indent=1, sort_keys=False).encode("utf-8")
     atomic_write(path, lambda handle: handle.write(text))
@@ -1195,6 +1271,13 @@ def train_duet(
         line_width=cfg.line_width,
         cache=cache,
     )
+    phrases = (
+        _self_labelled_phrases(
+            cfg, bundle, train_data.photo_ids, dataset, out_dir, ckpt is not None, rank
+        )
+        if cfg.weights.enabled("words")
+        else None
+    )
     sampler = _ResumableSampler(
         train_data,
         num_replicas=world,
@@ -1349,6 +1432,11 @@ def train_duet(
                         if amp_dtype is not None
                         else nullcontext()
                     )
+                    if phrases is not None:
+                        opts["texts"] = [
+                            phrases[train_data.photo_ids[int(i)]]
+                            for i in batch["photo_index"]
+                        ]
                     with autocast:
                         out = net(
                             batch["sketch"],

@@ -670,6 +670,7 @@ class DuetModel(nn.Module):
         with_tokens: bool = True,
         decode: bool = True,
         memory: torch.Tensor | None = None,
+        texts: Sequence[str] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Every forward computation of one training step (chapter 09).
 
@@ -692,6 +693,9 @@ class DuetModel(nn.Module):
             memory: (N, E) remembered sketch embeddings (detached, from earlier
                 steps) whose sketch-only queries are encoded too, in the same
                 C_v2w and text-tower passes (``TrainConfig.trip_memory``).
+            texts: B phrases, one per row, for the composed query
+                [P^L ; s^w ; words] of the optional L_words (self-labelled words),
+                encoded in the same text-tower pass; None skips it.
 
         Returns:
             Dict with ``s`` (B, E), ``p`` (B, E), ``n`` (B, M, E) when negatives
@@ -699,7 +703,7 @@ class DuetModel(nn.Module):
             tokens, ``q_sketch`` (B, E), and as requested ``q_fixed`` ((B, E) or
             (B, F, E)), ``q_neutral`` ((B, E) or (B, M, E)), ``q_delta`` (B, E),
             ``g_sketch`` and ``g_delta`` (B, 3, R, R) decoder images in [0, 1];
-            ``q_memory`` (N, E) with ``memory``.
+            ``q_memory`` (N, E) with ``memory``, ``q_words`` (B, E) with ``texts``.
         """
         b = sketch.shape[0]
         if memory is not None and (
@@ -758,6 +762,8 @@ class DuetModel(nn.Module):
             specs["q_delta"] = self.spec_delta(s_word, d_word)
         if neutral_index is not None:
             specs["q_neutral"] = self.spec_neutral(s_word, neutral_index)
+        if texts is not None:
+            specs["q_words"] = self.spec_text(s_word, texts)
         out.update(self.encode_queries(specs))
 
         if decode:

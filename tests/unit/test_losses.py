@@ -530,6 +530,8 @@ def test_every_loss_passes_gradients():
         "tt": prompt_text_loss(a, q),
         "rt": region_triplet_loss(a, patches, neg_patches, margin=5.0),
         "rec": reconstruction_loss(decoded, decoded, torch.rand(4, 3, 16, 16)),
+        # L_words is L_comp's function with a words query in place of Delta^w
+        "words": compositionality_loss(q, a, p, negatives=n),
     }
     total, log = total_loss(
         {k: losses[k] for k in LOSS_NAMES}, LossWeights(trip=1.0, rec=0.5)

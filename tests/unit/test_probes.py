@@ -1,5 +1,7 @@
 """Probes on a smoke world: keys, chance levels, and a perfect-shape oracle scores 1."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -173,3 +175,35 @@ def test_caption_class_subsets_are_seeded(ws, bundle):
     b = probes.caption_class_embeddings(bundle, ws, per_class=2, seed=1)[2]
     c = probes.caption_class_embeddings(bundle, ws, per_class=2, seed=2)[2]
     assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_zero_shot_phrases_write_the_reading(ws, bundle, monkeypatch):
+    photos = sorted(p for p, s in ws.photo_split.items() if s == "train")[:6]
+
+    def reading(bundle, ws, photo_ids, per_class=None, classes=None):
+        # a stand-in reader: every photo is read as purple, dotted, on grass
+        n = len(photo_ids)
+        return {
+            a: ([], ["?"] * n, [v] * n)
+            for a, v in (
+                ("colour", "purple"),
+                ("pattern", "dotted"),
+                ("background", "grass"),
+            )
+        }
+
+    monkeypatch.setattr(probes, "joint_attribute_predictions", reading)
+    phrases = probes.zero_shot_phrases(bundle, ws, photos, seed=3)
+    assert list(phrases) == photos
+    # the phrase says what was read, not the photo's true colour
+    assert all("purple" in t and "dot" in t for t in phrases.values())
+    # each photo's phrase depends on the seed and its id, not on the other photos
+    assert probes.zero_shot_phrases(bundle, ws, photos[::-1], seed=3) == phrases
+    assert probes.zero_shot_phrases(bundle, ws, photos[2:3], seed=3) == {
+        photos[2]: phrases[photos[2]]
+    }
+    with pytest.raises(ValueError, match="at least one photo"):
+        probes.zero_shot_phrases(bundle, ws, [])
+    plain = dataclasses.replace(ws, attributes={})
+    with pytest.raises(ValueError, match="world attributes"):
+        probes.zero_shot_phrases(bundle, plain, photos)

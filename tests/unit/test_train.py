@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from duet_lib.data.world import WorldConfig, duet_queries, generate_world, load_
 from duet_lib.losses import LOSS_NAMES, LossWeights, total_loss
 from duet_lib.models.clip import load_clip
 from duet_lib.models.decoder import ImageDecoder
+from duet_lib.probes import zero_shot_phrases
 from duet_lib.train import (
     TrainConfig,
     _run_identity,
@@ -96,6 +98,7 @@ def test_training_steps_lower_the_loss(world: SketchPhotoSet, sketch_tokens) -> 
         lr_modules=1e-2,
         converter_dropout=0.0,
         sketch_tokens=sketch_tokens,
+        weights={"words": 1.0},  # every term, our seventh included
     )
     bundle = load_clip(MODEL, seed=0)
     model = build_model(cfg, bundle).train()
@@ -127,6 +130,10 @@ def test_training_steps_lower_the_loss(world: SketchPhotoSet, sketch_tokens) -> 
             batch["negatives"],
             fixed_index=fixed,
             neutral_index=neutral,
+            texts=[
+                world.attributes[data.photo_ids[int(i)]]["appearance_phrase"]
+                for i in batch["photo_index"]
+            ],
         )
         terms = duet_losses(out, batch, cfg, kinds)
         assert set(terms) == set(LOSS_NAMES)
@@ -408,3 +415,70 @@ def test_evaluate_plain_dataset(tmp_path: Path, eval_model) -> None:
     texts[3] = " "
     with pytest.raises(ValueError, match="empty"):
         evaluate_duet(eval_model, ds, "train", texts=texts)
+
+
+# ---------------------------------------------------------- L_words (our option)
+
+
+def test_words_term_is_hashed_only_when_on(world: SketchPhotoSet) -> None:
+    bundle = load_clip(MODEL, seed=0)
+    off = _run_identity(small_config(), bundle, world)
+    on = _run_identity(small_config(weights={"words": 0.5}), bundle, world)
+    # off, the seventh weight is left out, so runs cached before it keep their names
+    assert "words" not in off["config"]["weights"]
+    assert "words_per_class" not in off["config"]
+    assert on["config"]["weights"]["words"] == 0.5
+    assert on["config"]["words_per_class"] == 16
+    with pytest.raises(ValueError, match="words_per_class"):
+        small_config(words_per_class=0)
+
+
+def test_words_run_writes_its_phrases_and_resumes(
+    world: SketchPhotoSet, tmp_path: Path
+) -> None:
+    cfg = small_config(
+        max_steps=5, eval_every=2, weights={"words": 1.0}, words_per_class=2
+    )
+    straight = train_duet(
+        cfg, load_clip(MODEL, seed=0), world, tmp_path / "a", quiet=True
+    )
+    assert all(r["words"] > 0 for r in straight.history["train"])
+    phrases = json.loads((tmp_path / "a" / "phrases.json").read_text())
+    train_photos = {r.photo_id for r in world.sketches_in("train")}
+    assert train_photos <= set(phrases)
+    assert all(world.photo_split[p] == "train" for p in phrases)  # never val or test
+    # the phrases are the untrained CLIP's zero-shot reading, not the photos' captions
+    again = zero_shot_phrases(
+        load_clip(MODEL, seed=0), world, sorted(phrases), seed=0, per_class=2
+    )
+    assert again == {p: phrases[p] for p in sorted(phrases)}
+    killed = train_duet(
+        cfg, load_clip(MODEL, seed=0), world, tmp_path / "b", quiet=True, stop_after=3
+    )
+    assert killed.stopped == "stop_after"
+    resumed = train_duet(
+        cfg, load_clip(MODEL, seed=0), world, tmp_path / "b", quiet=True
+    )
+    assert resumed.resumed_from == 2
+    assert [r["total"] for r in resumed.history["train"]] == [
+        r["total"] for r in straight.history["train"]
+    ]
+    (tmp_path / "b" / "phrases.json").unlink()
+    with pytest.raises(ValueError, match="phrases.json is missing"):
+        train_duet(
+            cfg.replace(max_steps=6), load_clip(MODEL, seed=0), world, tmp_path / "b"
+        )
+
+
+def test_words_term_needs_world_attributes(
+    world: SketchPhotoSet, tmp_path: Path
+) -> None:
+    plain = dataclasses.replace(world, attributes={})
+    with pytest.raises(ValueError, match="L_words .*world attributes"):
+        train_duet(
+            small_config(weights={"words": 1.0}, words_per_class=2),
+            load_clip(MODEL, seed=0),
+            plain,
+            tmp_path / "c",
+            quiet=True,
+        )
