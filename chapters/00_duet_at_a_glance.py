@@ -110,6 +110,11 @@ save_figure(fig, out_dir, "pipeline")
 # | $\mathcal{L}_{RT}$ | $s_L^T, p_s^\pm$ | region-aware photo embeddings | 7 |
 # | $\mathcal{L}_{rec}$ | $G(s_L^T), G(s_L^{T,\Delta}), \mathcal{P}^+$ | decode the photo from the query | 8 |
 #
+# On the embedded world the book adds a seventh term of its own, $\mathcal{L}_{words}$
+# (chapter 09): the frozen CLIP writes an appearance phrase for each training photo from
+# its zero-shot reading, and the query $[P^L; s^w; \text{phrase}]$ must find that photo.
+# It is a labelled deviation; a zero weight trains the paper's six.
+#
 # ## Chapter map
 
 # %%

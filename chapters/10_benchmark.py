@@ -902,9 +902,10 @@ metrics
 # 6. Dissect the misses of the duet's sketch-only query on the same gallery
 #    (`emb_all["sketch"]` with `miss_anatomy`). Which attribute does it get wrong most
 #    often, and why is that the expected answer for a query without words?
-# 7. (Open) The duet's own two halves added beat its composed query on this world. Which
-#    training signal could teach the composed query to read real appearance words
-#    without giving the method text it is not supposed to have?
+# 7. (Open) $\mathcal{L}_{words}$ lets the frozen CLIP label the training photos from the
+#    world's vocabulary of colours, patterns and backgrounds. What would you use on
+#    ShoeV2 or ChairV2, where no such vocabulary comes with the data, and how would you
+#    check that the self-written phrases are mostly right?
 #
 # ## References
 #
