@@ -32,13 +32,18 @@ from duet_lib.book import chapter_card
 from duet_lib.config import validate_params
 from duet_lib.data.loaders import load_dataset
 from duet_lib.data.world import WorldConfig, ensure_world, load_world
-from duet_lib.losses import LOSS_NAMES, LossWeights
 from duet_lib.models.pretrain import chapter_backbone
 from duet_lib.paths import data_dir, shared_chairv2
 from duet_lib.plotting import use_book_style
 from duet_lib.repro import env_report, resolve_device, seed_everything
 from duet_lib.results import resolve_output_dir, save_figure, save_metrics
-from duet_lib.train import TrainConfig, plot_history, run_dir, train_duet
+from duet_lib.train import (
+    TrainConfig,
+    loss_weights_for,
+    plot_history,
+    run_dir,
+    train_duet,
+)
 
 use_book_style()
 display(Markdown(chapter_card("09_training")))
@@ -282,9 +287,7 @@ cfg = TrainConfig(
     trip_memory=trip_memory,
     sketch_tokens=sketch_tokens,
     token_scale=token_scale,
-    weights=LossWeights.from_dict(
-        {name: float(loss_weights.get(name, 0.0)) for name in LOSS_NAMES}
-    ),
+    weights=loss_weights_for(loss_weights, data),
     unfreeze_last_visual_blocks=unfreeze_blocks,
 )
 print(json.dumps(cfg.to_dict(), indent=1)[:600], "…")

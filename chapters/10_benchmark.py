@@ -60,7 +60,6 @@ from duet_lib.config import validate_params
 from duet_lib.data.loaders import load_dataset
 from duet_lib.data.world import WorldConfig, ensure_world, load_world
 from duet_lib.failures import miss_anatomy
-from duet_lib.losses import LOSS_NAMES, LossWeights
 from duet_lib.models.pretrain import chapter_backbone
 from duet_lib.paths import build_dir, data_dir, shared_chairv2
 from duet_lib.plotting import use_book_style
@@ -73,6 +72,7 @@ from duet_lib.train import (
     bundle_fingerprint,
     evaluate_duet,
     load_trained_duet,
+    loss_weights_for,
     run_dir,
     train_duet,
 )
@@ -353,11 +353,14 @@ base_cfg = TrainConfig(
     trip_form=trip_form,
     sketch_tokens=sketch_tokens,
     token_scale=token_scale,
-    weights=LossWeights.from_dict(
-        {name: float(loss_weights.get(name, 0.0)) for name in LOSS_NAMES}
-    ),
+    weights=loss_weights_for(loss_weights, data),
 )
-ablation_cfgs = ablation_configs(base_cfg, ablations, steps=a_steps)
+off_here = [name for name in ablations if not base_cfg.weights.enabled(name)]
+if off_here:
+    print(f"not ablated, already off for this dataset: {off_here}")
+ablation_cfgs = ablation_configs(
+    base_cfg, [name for name in ablations if name not in off_here], steps=a_steps
+)
 
 
 def baseline_cfg(train_seed: int) -> BaselineConfig:

@@ -44,6 +44,7 @@ import json
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -96,6 +97,7 @@ __all__ = [
     "duet_losses",
     "evaluate_duet",
     "load_trained_duet",
+    "loss_weights_for",
     "plot_history",
     "run_dir",
     "train_duet",
@@ -1019,6 +1021,33 @@ def _barrier(world: int) -> None:
         import torch.distributed as dist
 
         dist.barrier()
+
+
+def loss_weights_for(
+    values: Mapping[str, float], dataset: SketchPhotoSet
+) -> LossWeights:
+    """A chapter's ``loss_weights`` dict as :class:`LossWeights` for one dataset.
+
+    Names left out get weight 0. Our seventh term L_words needs the world's
+    vocabulary of attributes to write its phrases
+    (:func:`duet_lib.probes.zero_shot_phrases`); on a dataset without attributes
+    (ShoeV2, ChairV2) it is switched off with a warning, so the same chapter runs the
+    paper's six losses there.
+    """
+    unknown = sorted(set(values) - set(LOSS_NAMES))
+    if unknown:
+        raise ValueError(
+            f"unknown loss name(s) {unknown}; known names are {list(LOSS_NAMES)}"
+        )
+    full = {name: float(values.get(name, 0.0)) for name in LOSS_NAMES}
+    if full["words"] > 0 and not dataset.attributes:
+        warnings.warn(
+            f"L_words is off on {dataset.name!r}: it writes its phrases from the "
+            "world's attribute vocabulary, which this dataset does not have",
+            stacklevel=2,
+        )
+        full["words"] = 0.0
+    return LossWeights.from_dict(full)
 
 
 def lr_scale(cfg: TrainConfig, step: int) -> float:

@@ -25,6 +25,7 @@ from duet_lib.train import (
     duet_losses,
     evaluate_duet,
     load_trained_duet,
+    loss_weights_for,
     lr_scale,
     plot_history,
     train_duet,
@@ -482,3 +483,17 @@ def test_words_term_needs_world_attributes(
             tmp_path / "c",
             quiet=True,
         )
+
+
+def test_loss_weights_for_switches_words_off_without_attributes(
+    world: SketchPhotoSet,
+) -> None:
+    values = {"trip": 1, "comp": 0.5, "words": 1}
+    on = loss_weights_for(values, world)
+    assert on.words == 1.0 and on.comp == 0.5 and on.reg == 0.0
+    plain = dataclasses.replace(world, attributes={})
+    with pytest.warns(UserWarning, match="L_words is off"):
+        off = loss_weights_for(values, plain)
+    assert off.words == 0.0 and off.trip == 1.0
+    with pytest.raises(ValueError, match="unknown loss name"):
+        loss_weights_for({"recon": 1}, world)
