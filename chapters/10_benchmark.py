@@ -845,24 +845,17 @@ metrics = {
     "duet_appearance@1_mean": mean_of("duet", "appearance@1"),
     "duet_shape@1_mean": mean_of("duet", "shape@1"),
     "chance@1": references[C if composed else FG]["chance@1"],
-    **{
-        f"{key}_{what}": value
-        for label, key in (("duet", "duet_s0"), ("own late fusion", "own_fusion_s0"))
-        if label in anatomy
-        for what, value in (
-            ("misses", anatomy[label].n_misses),
-            (
-                "misses_other_look",
-                anatomy[label].wrong("colour", "pattern", "background"),
-            ),
-        )
-    },
     "n_seeds": len(seeds),
     "n_runs": len(results),
     "train_s": round(train_s, 1),
     "ablation_s": round(ablation_s, 1),
     "benchmark_json": str(bench_path),
 }
+for label, key in (("duet", "duet_s0"), ("own late fusion", "own_fusion_s0")):
+    if label in anatomy:
+        look = anatomy[label].wrong("colour", "pattern", "background")
+        metrics[f"{key}_misses"] = anatomy[label].n_misses
+        metrics[f"{key}_misses_other_look"] = look
 save_metrics(out_dir, metrics)  # saved before the targets, so a miss keeps its numbers
 if profile == "teach" and anatomy:
     # the dissection's claims: most of the duet's misses are still photos of another

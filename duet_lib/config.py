@@ -105,16 +105,18 @@ def _device(v: Any) -> str | None:
     return "must be 'auto', 'cpu', 'cuda', 'cuda:<index>' or 'mps'"
 
 
-_LOSS_NAMES = ("trip", "comp", "reg", "tt", "rt", "rec", "words")
+#: Names of the loss terms (the paper's six, then our optional L_words); the one
+#: definition, re-exported as :data:`duet_lib.losses.LOSS_NAMES`.
+LOSS_NAMES: tuple[str, ...] = ("trip", "comp", "reg", "tt", "rt", "rec", "words")
 
 
 def _loss_weights(v: Any) -> str | None:
     if not isinstance(v, dict):
         return f"expected a dict such as {{'trip': 1.0, 'comp': 1.0}}, got {v!r}"
-    unknown = set(v) - set(_LOSS_NAMES)
+    unknown = set(v) - set(LOSS_NAMES)
     if unknown:
         return (
-            f"unknown loss name(s) {sorted(unknown)}; valid: {', '.join(_LOSS_NAMES)}"
+            f"unknown loss name(s) {sorted(unknown)}; valid: {', '.join(LOSS_NAMES)}"
         )
     for k, w in v.items():
         if isinstance(w, bool) or not isinstance(w, int | float) or not w >= 0:
@@ -136,9 +138,9 @@ def _seeds(v: Any) -> str | None:
 def _loss_list(v: Any) -> str | None:
     if not isinstance(v, list | tuple):
         return f"expected a list of loss names such as ['comp', 'reg'], got {v!r}"
-    unknown = [x for x in v if x not in _LOSS_NAMES]
+    unknown = [x for x in v if x not in LOSS_NAMES]
     if unknown:
-        return f"unknown loss name(s) {unknown}; valid: {', '.join(_LOSS_NAMES)}"
+        return f"unknown loss name(s) {unknown}; valid: {', '.join(LOSS_NAMES)}"
     return None
 
 

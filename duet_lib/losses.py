@@ -46,6 +46,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from duet_lib.config import LOSS_NAMES as _LOSS_NAMES
+
 __all__ = [
     "LOSS_NAMES",
     "LossWeights",
@@ -64,8 +66,9 @@ __all__ = [
 ]
 
 #: Names of the loss terms, in the order of the total loss: the paper's six, then
-#: our optional L_words (self-labelled words, weight 0 unless chosen).
-LOSS_NAMES: tuple[str, ...] = ("trip", "comp", "reg", "tt", "rt", "rec", "words")
+#: our optional L_words (self-labelled words, weight 0 unless chosen). Defined in the
+#: torch-free :mod:`duet_lib.config`, which validates chapter parameters with it.
+LOSS_NAMES: tuple[str, ...] = _LOSS_NAMES
 
 _EPS = 1e-8
 # ITU-R BT.601 luma weights, for the greyscale reconstruction target.

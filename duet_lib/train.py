@@ -630,35 +630,23 @@ def duet_losses(
                     [shape_labels, batch["memory_shape_index"].to(o["p"].device)]
                 ),
             )
-    if w.enabled("comp"):
-        neg = o["n"][:, comp_cols] if comp_cols else None
-        terms["comp"] = compositionality_loss(
-            o["q_delta"],
-            o["q_sketch"],
-            o["p"],
-            cfg.margin_comp,
-            form=cfg.comp_form,
-            negatives=neg,
-            tau=cfg.tau,
-            labels=photo_labels,
-            negative_reduction=cfg.negative_reduction,
-            detach_reference=cfg.comp_detach_reference,
-        )
-    if w.enabled("words"):
-        # L_words: L_comp's form with the self-labelled phrase in place of Delta^w
-        neg = o["n"][:, comp_cols] if comp_cols else None
-        terms["words"] = compositionality_loss(
-            o["q_words"],
-            o["q_sketch"],
-            o["p"],
-            cfg.margin_comp,
-            form=cfg.comp_form,
-            negatives=neg,
-            tau=cfg.tau,
-            labels=photo_labels,
-            negative_reduction=cfg.negative_reduction,
-            detach_reference=cfg.comp_detach_reference,
-        )
+    # L_comp composes with Delta^w; our L_words has the same form with the
+    # self-labelled phrase in its place
+    neg = o["n"][:, comp_cols] if comp_cols else None
+    for name, query in (("comp", "q_delta"), ("words", "q_words")):
+        if w.enabled(name):
+            terms[name] = compositionality_loss(
+                o[query],
+                o["q_sketch"],
+                o["p"],
+                cfg.margin_comp,
+                form=cfg.comp_form,
+                negatives=neg,
+                tau=cfg.tau,
+                labels=photo_labels,
+                negative_reduction=cfg.negative_reduction,
+                detach_reference=cfg.comp_detach_reference,
+            )
     if w.enabled("reg"):
         terms["reg"] = neutral_regulariser(
             o["q_neutral"],
