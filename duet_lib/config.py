@@ -115,9 +115,7 @@ def _loss_weights(v: Any) -> str | None:
         return f"expected a dict such as {{'trip': 1.0, 'comp': 1.0}}, got {v!r}"
     unknown = set(v) - set(LOSS_NAMES)
     if unknown:
-        return (
-            f"unknown loss name(s) {sorted(unknown)}; valid: {', '.join(LOSS_NAMES)}"
-        )
+        return f"unknown loss name(s) {sorted(unknown)}; valid: {', '.join(LOSS_NAMES)}"
     for k, w in v.items():
         if isinstance(w, bool) or not isinstance(w, int | float) or not w >= 0:
             return f"weight of {k!r} must be a number >= 0, got {w!r}"
