@@ -220,8 +220,9 @@ env = env_report(seed=seed, device=device, profile=profile)
 #
 # With all seven terms on, we then tried once more to lift the duet (validation, 400
 # steps, a backbone pretrained anew; duet at its best evaluation, FG-SBIR of the
-# sketch-only query at that step and at step 400). Two of the rows change the library
-# in ways it does not offer; we list them because they did not pay:
+# sketch-only query at that step and at step 400). Two of the variants, photo inversion
+# and the moving average, are not options of the library; we list them because they
+# did not pay:
 #
 # | variant (seed 0 unless noted) | duet | FG-SBIR, selected / step 400 |
 # |---|---:|---:|

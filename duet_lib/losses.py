@@ -46,7 +46,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from duet_lib.config import LOSS_NAMES as _LOSS_NAMES
+# the loss names (the paper's six, then our optional L_words, in the order of the
+# total loss) have their one definition in the torch-free config module, which
+# validates chapter parameters with them; re-exported here
+from duet_lib.config import LOSS_NAMES
 
 __all__ = [
     "LOSS_NAMES",
@@ -64,11 +67,6 @@ __all__ = [
     "total_loss",
     "triplet_loss",
 ]
-
-#: Names of the loss terms, in the order of the total loss: the paper's six, then
-#: our optional L_words (self-labelled words, weight 0 unless chosen). Defined in the
-#: torch-free :mod:`duet_lib.config`, which validates chapter parameters with it.
-LOSS_NAMES: tuple[str, ...] = _LOSS_NAMES
 
 _EPS = 1e-8
 # ITU-R BT.601 luma weights, for the greyscale reconstruction target.
