@@ -432,10 +432,11 @@ print(
 # that knows only "shoe or chair" puts the true photo in the middle of its category,
 # at a mean rank of about a quarter of the gallery. Untrained, $s_L^T$ is at chance:
 # the random converter gives nearly the same word for every sketch. In our teach run
-# the short training brought it past the category level (mean rank about 23 of 180,
-# Acc@1 0.07, about thirteen times chance), yet far from the image-side baseline
-# (0.58), which needs no training to compare two images. The text route must first learn to carry a
-# sketch through a word; chapter 9 trains it longer, with all losses.
+# the short training brought it well past the category level (mean rank about 7.6 of
+# 180, Acc@1 0.24, about forty times chance), yet still far from the image-side
+# baseline (0.58), which needs no training to compare two images. The text route must
+# first learn to carry a sketch through a word; chapter 9 trains it longer, with all
+# losses.
 #
 # ### Which words lie near a sketch word?
 #
@@ -495,14 +496,14 @@ display(Markdown("\n".join(table_md)))
 # %% [markdown]
 # Read the table honestly: whatever the words are, they are what the converter found
 # useful, not a caption. In our teach run the untrained converter put every sketch near
-# the same rare tokens of the full table (and near "it", "striped" and "topped" among the
-# caption words). After training, shape words rose: shoe sketches sat near "zip",
-# "knee", "tall" and "shaft", chair sketches near "flat", "level", "thin", "straight"
-# and "legs", but one chair sketch also near "zip", a shoe word, and one shoe sketch
-# near "pink", a colour. Nothing asks the sketch word to resemble an English word;
-# only the sequence $[P^L; s^w]$ as a whole must point at the photo, and the words it
-# borrows are the ones whose meaning in the text tower helps (chapters 5 and 6 add
-# pressure towards real language).
+# the same rare tokens of the full table (and near "it", "striped" and "topped" among
+# the caption words). After training, shape words rose: shoe sketches sat near "zip",
+# "knee", "tall", "slip" and "block", chair sketches near "sled", "legs" and "wide",
+# but both chair sketches also near "knee", a shoe word, and the shoe sketches near
+# "square" and "shallow", chair words. Nothing asks the sketch word to resemble an
+# English word; only the sequence $[P^L; s^w]$ as a whole must point at the photo, and
+# the words it borrows are the ones whose meaning in the text tower helps (chapters 5
+# and 6 add pressure towards real language).
 #
 # ### Queries and their top-5 photos
 #
@@ -598,7 +599,7 @@ metrics
 #   embeddings it reproduces `encode_text` exactly.
 # - Only V's LayerNorms, $C_{v2w}$, $P^L$ and the decoder $G$ are trained; gradients
 #   pass through the frozen text tower.
-# - With $\mathcal{L}_{trip}$ alone and a two-minute CPU run, the sketch-only query
+# - With $\mathcal{L}_{trip}$ alone and a short CPU run, the sketch-only query
 #   moves from chance to well past the category level, and its sketch words move
 #   towards category and shape words, though not always the right ones.
 #

@@ -383,7 +383,7 @@ plt.show()
 
 # %% [markdown]
 # Left, the hinge falls towards zero within a few tens of steps (half of the pairs give
-# it nothing to push by step 84 of 150 in our teach run); right, the share of
+# it nothing to push by step 59 of 150 in our teach run); right, the share of
 # pairs for which it gives no gradient at all climbs with it. The InfoNCE (middle) keeps
 # a loss well above zero, and every pair keeps a gradient, because the hard negatives
 # compete for the same composed query: $\Delta^w$ must name the right appearance among
@@ -549,15 +549,16 @@ print(
 # %% [markdown]
 # Report the words as they come: nothing in the loss asks $\Delta^w$ to be near an
 # English word, only that $[P^L; s^w; \Delta^w]$ point at the photo. In our teach run
-# the most frequent nearest words were shape words ("block", "laces", "knee", "tall",
-# "flat") with a few pattern words ("checks", "plain"); an appearance word was nearest
-# for 24 % of the pairs, below its 32 % share of the vocabulary, and a word of the
-# target's *own* phrase was among the three nearest for 12 %, no better than three
-# random words (11 %). (On an earlier, shorter-trained backbone the same measurement
-# gave appearance words for most pairs and the own phrase for a third of them.) So
-# $\Delta^w$ is not a word for the appearance: it is a direction that, placed after
-# $s^w$, moves the query where the photo is, and a handful of directions serve all
-# pairs. Chapter 5 puts real words behind the sketch word during training.
+# the most frequent nearest words were pattern words ("check", "checked", "checks"),
+# a colour ("yellow") and a background ("grass"), with a few others ("shoe", "strap",
+# "the"); an appearance word was nearest for 66 % of the pairs, about twice its 32 %
+# share of the vocabulary, but a word of the target's *own* phrase was among the three
+# nearest for only 24 %, about twice three random words (11 %). (On an earlier,
+# shorter-trained backbone the same measurement gave appearance words for most pairs
+# and the own phrase for a third of them.) So $\Delta^w$ leans towards appearance
+# words, yet it is not a word for the target's appearance: it is a direction that,
+# placed after $s^w$, moves the query where the photo is, and a handful of directions
+# serve most pairs. Chapter 5 puts real words behind the sketch word during training.
 #
 # ### Test-time preview: real words instead of Δ^w
 #
@@ -597,12 +598,13 @@ print(
 # %% [markdown]
 # Here lies the difference between the two runs. Neither saw a single real word after
 # the sketch word during training. In our teach run the hinge-trained composed query
-# ended level with the untrained one (0.29) and below the words alone (0.30), while the
-# default one reached a higher Acc@1 than all of them (0.33), by keeping the shape right
-# more often (shape@1) at about the appearance@1 of the words: the same-appearance negatives made
-# $s^w$ carry shape, and the phrase supplied the appearance. The
-# sketch-only rows stay low because no loss in this chapter trains $s_L^T$ by itself
-# (chapter 3 does), and a sketch cannot tell the appearance variants apart anyway.
+# ended level with the untrained one (0.30) and barely above the words alone (0.29),
+# while the default one reached a much higher Acc@1 than all of them (0.48), by keeping
+# the shape right more often (shape@1 0.48 against 0.30) and the appearance too
+# (appearance@1 0.72 against 0.58 for the words): the same-appearance negatives made
+# $s^w$ carry shape, and the phrase supplied the appearance. The sketch-only rows stay
+# low because no loss in this chapter trains $s_L^T$ by itself (chapter 3 does), and
+# a sketch cannot tell the appearance variants apart anyway.
 #
 # Three validation sketches with the phrase of one target variant: each upper row
 # ranks with the composed query, each lower row with the sketch alone (default run;

@@ -458,19 +458,19 @@ save_figure(fig, out_dir, "neutral_shift")
 plt.show()
 
 # %% [markdown]
-# Left: without the regulariser a little over half of the (sketch, neutral phrase) pairs
-# (55 % in our teach run) move the query away from its photo, mostly by a few
-# hundredths in cosine: on the book's backbone neutral phrases are nearly harmless to
-# begin with. The default weight of 1 changes little; at $\lambda_{reg} = 10$ fewer
-# pairs are hurt (51 %) and the mean shift moves to about zero. Right: an informative
-# phrase moves almost every query towards its photo in all three runs, which is what
-# the composed query relies on. Yet the regularised runs gained *less* from it in Acc@1
-# (last column: 57 % without the term, 54 % and 50 % with it): with neutral phrases
-# this harmless, the term mostly competes with retrieval for the same few parameters.
-# On an earlier, shorter-trained backbone, where neutral phrases pulled most queries
-# off target, the $\lambda_{reg} = 10$ run gained a little instead (49.1 % → 49.8 %).
-# How much the regulariser buys depends on how harmful the phrases are to start with,
-# which is a property of the text encoder (next section).
+# Left: without the regulariser about two thirds of the (sketch, neutral phrase) pairs
+# (69 % in our teach run) move the query away from its photo, mostly by a few
+# hundredths in cosine (mean −0.048), far less than an informative phrase moves it.
+# The default weight of 1 changes little (68 %); at $\lambda_{reg} = 10$ fewer pairs
+# are hurt (55 %) and the mean shift moves to about zero. Right: an informative phrase
+# moves almost every query towards its photo in all three runs, which is what the
+# composed query relies on. Yet the $\lambda_{reg} = 10$ run gained *less* from it in
+# Acc@1 (last column: 58 % without the term, 59 % at the default weight, 49 % at
+# $\lambda_{reg} = 10$): the strong term competes with retrieval for the same few
+# parameters. On an earlier, shorter-trained backbone, where neutral phrases also
+# pulled most queries off target, the $\lambda_{reg} = 10$ run gained a little instead
+# (49.1 % → 49.8 %). How much the regulariser buys depends on the text encoder, which
+# decides how harmful each phrase is to start with (next section).
 #
 # ## Which phrases are not neutral?
 #
@@ -561,8 +561,8 @@ metrics
 #   neutral for a CLIP that learned what a line drawing is.
 # - In short runs, the library's default weight of 1 is too quiet next to the InfoNCE
 #   terms; at $\lambda_{reg} = 10$ neutral phrases pull queries off target less often
-#   and by less. On the book's backbone, where they were nearly harmless to begin with,
-#   that cost composed Acc@1 (57 % → 50 %); what the term buys depends on the encoder.
+#   and by less. On the book's backbone that cost composed Acc@1 (58 % → 49 %); what
+#   the term buys depends on the encoder.
 # - By default the gradient also reaches $s_L^T$, so the hinge can be met partly by
 #   making the sketch-only query worse; compare the first column of the table.
 #

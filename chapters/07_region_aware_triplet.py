@@ -551,23 +551,26 @@ display(
 )
 
 # %% [markdown]
-# One fact held in all our runs, on the three backbones we trained: the pooling stays
-# close to uniform (entropy about 0.8 of its maximum or more in every state; 0.93 to 0.97
-# on the book's backbone), and the attention never concentrates on the stroke patches:
-# their share stays below or within a few points of what uniform weights give, with or
-# without $\mathcal{L}_{RT}$ (on the book's backbone 4 to 5.5 points *below* it before
-# training and without the term, 2.4 below with it). Which way training moves the
-# entropy depends on the backbone: on an earlier 700-step backbone the untrained query
-# was the most peaked and training spread it out; on a 1400-step backbone the untrained
-# query was the flattest (0.93) and training sharpened it a little (0.88 without, 0.89
-# with the term); on the book's 2100-step backbone the untrained query is again the most
-# peaked (0.925) and training flattens it (0.94 without, 0.97 with the term). The
-# reason is in the tokens: CLIP-style training supervises only the class token, and in
-# our tiny encoder the scores of one photo's patches spread by a few hundredths (last
-# column of the table; less after training than before), so at $\tau = 0.07$ the
-# logits differ by about one unit: a softmax that leans but does not choose. Sharper
-# pooling (a smaller $\tau$ or the max form) and patch tokens trained to be local are
-# the levers; see the exercises.
+# One fact held in all our runs, on the four backbones we trained: the pooling stays
+# close to uniform (entropy about 0.8 of its maximum or more in every state; 0.87 to
+# 0.95 on the book's backbone), and the attention never concentrates on the stroke
+# patches: their share stays below or within a few points of what uniform weights
+# give, with or without $\mathcal{L}_{RT}$ (on the book's backbone 1.6 points *below*
+# it before training, 3.1 below without the term and 4.5 below with it). Which way
+# training moves the entropy depends on the backbone: on an earlier 700-step backbone
+# the untrained query was the most peaked and training spread it out; on a 1400-step
+# backbone the untrained query was the flattest (0.93) and training sharpened it a
+# little (0.88 without, 0.89 with the term); on the 2100-step first-phase backbone (an
+# earlier default) the untrained query was again the most peaked (0.925) and training
+# flattened it (0.94 without, 0.97 with the term); on the book's backbone, whose second
+# phase teaches the text tower to read pseudo-words, the untrained query (0.91) lies
+# between the two runs: training without the term sharpens it (0.87), with the term
+# it flattens (0.95). The reason is in the tokens: CLIP-style training supervises only
+# the class token, and in our tiny encoder the scores of one photo's patches spread by
+# a few hundredths (last column of the table; least after training with the term), so
+# at $\tau = 0.07$ the logits differ by about one unit: a softmax that leans but does
+# not choose. Sharper pooling (a smaller $\tau$ or the max form) and patch tokens
+# trained to be local are the levers; see the exercises.
 #
 # ## Checks
 

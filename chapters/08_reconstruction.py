@@ -652,10 +652,11 @@ print(f"probe fitted on {len(train_targets)} training pairs")
 # where the colour goes. How much of it survives the path $\Delta \to C_{v2w} \to
 # \Delta^w \to$ frozen text encoder varied from run to run and backbone to backbone
 # ($R^2$ from below 0 to about 0.7 in our runs). On the book's backbone the seed-0 run
-# loses it on the way ($R^2$ of the composed query about 0, against 0.74 for $\Delta$
-# itself), so no decoder could paint it from there; in runs where it survived, $G$,
-# trained from scratch at the same time, had not yet learned to paint it. A longer run
-# (chapter 9), or `sketch_target="grey"` (exercise 2), moves towards the paper's picture.
+# loses it on the way ($R^2$ of the composed query below 0, −0.16, against 0.73 for
+# $\Delta$ itself), so no decoder could paint it from there; in runs where it
+# survived, $G$, trained from scratch at the same time, had not yet learned to paint
+# it. A longer run (chapter 9), or `sketch_target="grey"` (exercise 2), moves towards
+# the paper's picture.
 #
 # ## Checks
 
@@ -706,8 +707,8 @@ metrics
 # - Our $G$ is UNet-like without an encoder: skip maps come from the query itself, and
 #   adaptive GroupNorm lets a flat colour survive normalisation; our from-scratch
 #   up-block and loss match `duet_lib`.
-# - In a run of two minutes $\mathcal{L}_{rec}$ falls and the sketch-only decode paints
-#   one average colour, the shape-only half of the paper's figure (beige, not grey,
+# - In a short run $\mathcal{L}_{rec}$ falls and the sketch-only decode paints one
+#   average colour, the shape-only half of the paper's figure (beige, not grey,
 #   since its target is the colour photo). The colour half does not appear yet: the
 #   composed decode does not follow the photo's colour.
 # - A linear probe locates the loss: the photo embedding and $\Delta$ carry the colour,

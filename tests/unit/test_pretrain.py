@@ -267,7 +267,10 @@ def test_inversion_term_trains_the_text_tower_and_never_the_image_tower():
 def test_second_phase_reuses_the_first_and_equals_a_straight_run(tmp_path, monkeypatch):
     from duet_lib.models.pretrain import pretrain_dir
 
-    assert PretrainConfig.for_profile("teach").inversion_steps == 0  # an option
+    teach = PretrainConfig.for_profile("teach")
+    assert teach.inversion_steps == 300  # the book's backbone has both phases
+    assert PretrainConfig.for_profile("smoke").inversion_steps == 0
+    assert teach.first_phase().inversion_steps == 0
     cfg = _cfg(steps=2, inversion_steps=2)
     # the first phase is the configuration without the inversion fields: its key
     # is the one written before they existed
