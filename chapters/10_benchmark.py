@@ -772,8 +772,9 @@ else:
 # from 53.3 to 44.0 % even here. On the first-phase backbone the same ablation ranked
 # $\mathcal{L}_{trip}$ second (−5.9 points); with the paper's six losses alone it
 # ranked $\mathcal{L}_{comp}$ first (−15.1), then $\mathcal{L}_{TT}$ (−11.5). Which
-# terms a short run leans on depends on the backbone and the other terms; the
-# full-length ablation with several seeds is an exercise, not a finding of this book.
+# terms a short run leans on depends on the backbone and the other terms; ranking
+# them would take the full-length ablation over several seeds, which this chapter does
+# not run.
 #
 # So on the embedded default the duet is more than four times either single modality,
 # beats the two-stage inversion by eight points, as in the paper, and leads late fusion
@@ -781,9 +782,9 @@ else:
 # less than one seed's spread (seed 1 alone is at 89.9 %). What is left: misread looks,
 # four fifths of the misses, capped by how the tiny CLIP reads colour and pattern
 # (chapter 02) and by the self-written phrases' own errors (all three appearance words
-# right for 76 % of the training photos, colour for 91 %, pattern for 82 %); and the sketch-only query, which finds the
-# right photo for 53 % of sketches where the image path $V(\text{sketch})$ finds it for
-# 67 %.
+# right for 76 % of the training photos, colour for 91 %, pattern for 82 %); and the
+# sketch-only query, which finds the right photo for 53 % of sketches where the image
+# path $V(\text{sketch})$ finds it for 67 %.
 #
 # A caution about the backbone. Chapter 02's second phase teaches the text tower to
 # read pseudo-words followed by appearance words, with line drawings among the sources:
