@@ -465,8 +465,9 @@ display(Markdown("\n".join(table)))
 # This chapter is the book's slowest: the default backbone trains at roughly 200–250
 # image–caption pairs per second on 2 cores (`benchmarks/bench_pretrain.py`), so its
 # 2100 first-phase steps take 35–45 minutes (the second phase adds 7). A profile of
-# one step shows where the time goes: about half in the matrix products of the two transformers, 15 % in PyTorch's flash-attention
-# kernel (slow at sequences this short), 10 % in the stem's convolutions. The visual
+# one step shows where the time goes: about half in the matrix products of the two
+# transformers, 15 % in PyTorch's flash-attention kernel (slow at sequences this
+# short), 10 % in the stem's convolutions. The visual
 # transformer reads 37 tokens per photo (a 6 × 6 grid and the class token). The book
 # also registers a fast backbone, `duet-tiny-conv32-96` (our design): one more stride-2
 # layer in a thinner stem (8-16-32-64-128 channels, a 3 × 3 grid, 10 tokens), a text MLP
@@ -492,10 +493,10 @@ display(Markdown("\n".join(table)))
 # against 0.07, chapter 04's duet 0.53 against 0.33, chapter 07's global Acc@10 0.61 against
 # 0.32. The benchmark is where the texture is missed: chapter 10's duet reaches
 # 69.4 ± 1.2 % on the test gallery (two seeds) against 82.7 ± 1.3 % on the default's
-# first phase (both with the paper's six losses), level with B-CLIP late fusion (69.8 %) instead of clearly above it, and on
-# real ChairV2 (chapter 11) its best sketch-only row falls from 9.6 / 47.1 % to
-# 6.8 / 42.1 % Acc@1 / Acc@10. Widening the late
-# stem did not buy the texture back and cost the gate. So the default stays, and the fast
+# first phase (both with the paper's six losses), level with B-CLIP late fusion
+# (69.8 %) instead of clearly above it, and on real ChairV2 (chapter 11) its best
+# sketch-only row falls from 9.6 / 47.1 % to 6.8 / 42.1 % Acc@1 / Acc@10 (first phase).
+# Widening the late stem did not buy the texture back and cost the gate. So the default stays, and the fast
 # backbone is one parameter away in every chapter (`model_name="duet-tiny-conv32-96"`)
 # for readers who would rather wait 18 minutes than 48 (the whole book: about 48
 # minutes instead of 100). Neither fits this chapter into
@@ -612,9 +613,9 @@ print(len(trainable), "trainable tensors, e.g.", trainable[:3])
 # only the captions of a small world has no reason to listen to vectors that are not
 # its words.
 #
-# `inversion_steps` adds a **second phase** (our design; 300 steps in the book's backbone,
-# 0 turns it off): the same two
-# terms for that many more steps at a constant learning rate of 3e-4 (a fresh AdamW),
+# `inversion_steps` adds a **second phase** (our design; 300 steps in the book's
+# backbone, 0 turns it off): the same two terms for that many more steps at a constant
+# learning rate of 3e-4 (a fresh AdamW),
 # plus an inversion term. A small map with the architecture of chapter 03's $C_{v2w}$
 # (eight pseudo-words, each three times a real word's norm) writes each photo's
 # embedding as pseudo-words after "a photo of", and the text tower must send the

@@ -203,9 +203,10 @@ env = env_report(seed=seed, device=device, profile=profile)
 # for 0.91 of the training photos' colours, 0.82 of their patterns and 0.99 of their
 # backgrounds (all three for 0.76; the first-phase backbone: 0.93, 0.85, 0.79; reading
 # with 64 captions per combination instead of 16 lifts the 0.79 to 0.83 but not the
-# duet, see the trials below); where it is wrong, so is the phrase. The method still trains on
-# sketch–photo pairs alone; the backbone labels the photos. Validation, seed 0, 400
-# steps (duet at its best evaluation; FG-SBIR of the sketch-only query at that step):
+# duet, see the trials below); where it is wrong, so is the phrase. The method still
+# trains on sketch–photo pairs alone; the backbone labels the photos. Validation, seed
+# 0, 400 steps, first-phase backbone (duet at its best evaluation; FG-SBIR of the
+# sketch-only query at that step):
 #
 # | $\lambda_{words}$ (eight pseudo-words) | duet | FG-SBIR | late fusion of its queries |
 # |---:|---:|---:|---:|
@@ -426,16 +427,14 @@ display(Markdown("\n".join(table)))
 #
 # **A text tower that reads pseudo-words.** Chapter 02's second pretraining phase
 # (`inversion_steps`) teaches the text tower to read pseudo-words, also before real
-# words; the book's backbone has had it since the trials above. Before our seventh
+# words (the book's backbone since the trials above). Before our seventh
 # term it was measured with the paper's six losses (eight pseudo-words): the run picked
 # step 100, duet 0.89 (shape@1 and appearance@1 0.90), sketch-only query 0.45, image
 # side 0.57; at step 400 the sketch-only query reached 0.54 against the image side's
 # 0.60 (0.90 of it, where the first-phase backbone reached 0.74). With all seven terms
 # and four words it gives the numbers above. So the tower was the larger half of what
 # held the sketch-only query back, and the image side, 0.57–0.61 on the validation
-# shapes in every run of this chapter, is what is left: the sketch-only query cannot
-# pass 0.6 while the image features it is read from find only 0.6 of the photos
-# themselves.
+# shapes in every run of this chapter, is what is left.
 #
 # ### A labelled deviation: training more of $V$
 #

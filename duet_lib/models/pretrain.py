@@ -251,8 +251,7 @@ class PretrainConfig:
         * ``smoke``: a few steps on a tiny corpus (mechanics only; no second phase).
         * ``teach``: the embedded default's backbone: the first phase, then 300
           steps of the second (pseudo-word inversion), chosen on chapter 09's
-          validation split (sketch-only query 0.53 against 0.32, duet 0.957 against
-          0.942, seed 0).
+          validation split (chapter 02 tabulates both backbones).
 
         A model named in :data:`MODEL_PRESETS` also gets its speed settings.
 

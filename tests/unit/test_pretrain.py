@@ -1,5 +1,7 @@
 """Tiny-CLIP pretraining: resume equals a straight run, cache reuse, bad configs."""
 
+import ast
+
 import numpy as np
 import pytest
 import torch
@@ -347,3 +349,25 @@ def test_fast_backbone_preset_and_bad_speed_settings():
     assert off.text_buckets == 1 and off.math_attention
     with pytest.raises(ValueError, match="text_buckets must be >= 1"):
         _cfg(text_buckets=0)
+
+
+def test_chapter_02_teach_literals_build_the_teach_preset():
+    # chapter 02 passes its parameter literals to PretrainConfig.for_profile, and the
+    # later chapters load book_clip("teach"): the two must name the same cache entry,
+    # or chapter 02 would train a backbone no later chapter reads
+    from duet_lib import book
+
+    (chapter,) = book.select(book.discover(), ["02"])
+    # the teach profile runs the literals of the parameters cell (source text here)
+    declared = book.declared_parameters(chapter.notebook)
+    p = {name: ast.literal_eval(text) for name, text in declared.items()}
+    from_chapter = PretrainConfig.for_profile(
+        "teach",
+        model_name=p["model_name"],
+        seed=p["seed"],
+        steps=p["max_steps"],
+        inversion_steps=p["inversion_steps"],
+        batch_size=p["batch_size"],
+        corpus_size=p["subset_size"],
+    )
+    assert from_chapter.key() == PretrainConfig.for_profile("teach").key()
