@@ -46,7 +46,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,7 +110,7 @@ CHECKPOINT_FORMAT = "duet_lib.train/1"
 _NOT_HASHED = ("device", "num_workers", "max_steps", "eval_batch_size")
 #: Options added after runs were cached: they enter the hash only when they
 #: differ from their default, so existing runs keep their folders.
-_HASHED_WHEN_CHANGED = ("trip_memory", "token_scale", "lr_schedule")
+_HASHED_WHEN_CHANGED = ("trip_memory", "token_scale", "lr_schedule", "ema_decay")
 
 _AMP = ("off", "bf16", "fp16")
 _SELECT = ("auto", "fgsbir_acc@1", "duet_acc@1", "fgsbir_mrr", "duet_mrr")
@@ -168,6 +168,12 @@ class TrainConfig:
             at ``max_steps``; such a run's hash then includes ``max_steps``, since
             the schedule depends on it).
         grad_clip: clip the global gradient norm to this value; None = off.
+        ema_decay: keep an exponential moving average of the trainable weights
+            with this decay (our option; Polyak averaging, as in Tarvainen and
+            Valpola's mean teacher, 2017); None = off. Validation, checkpoint
+            selection, ``best.pt`` and the returned model use the average, while
+            the optimiser keeps stepping the raw weights. The decay is warmed up
+            as min(ema_decay, (1 + t) / (10 + t)) at step t.
         weights: lambda of each loss (:class:`~duet_lib.losses.LossWeights`).
         margin_trip: mu_1 of L_trip.
         margin_comp: mu_2 of L_comp (hinge and triplet forms).
@@ -235,6 +241,7 @@ class TrainConfig:
     lr_schedule: str = "constant"
     words_per_class: int | None = 16
     grad_clip: float | None = None
+    ema_decay: float | None = None
     weights: LossWeights = field(default_factory=LossWeights)
     margin_trip: float = 0.2
     margin_comp: float = 0.2
@@ -297,6 +304,9 @@ class TrainConfig:
             None
             if self.grad_clip is None
             else _number("grad_clip", self.grad_clip, 1e-8),
+            None
+            if self.ema_decay is None
+            else _number("ema_decay", self.ema_decay, 0.0, 0.9999),
             None
             if isinstance(self.weights, LossWeights)
             else "weights must be a LossWeights",
@@ -1122,6 +1132,49 @@ def _select_name(cfg: TrainConfig, metrics: Mapping[str, Any]) -> str:
     return "duet_acc@1" if "duet_acc@1" in metrics else "fgsbir_acc@1"
 
 
+class _WeightAverage:
+    """Exponential moving average of the trainable weights (``ema_decay``)."""
+
+    def __init__(self, model: DuetModel, decay: float) -> None:
+        named = dict(model.named_parameters())
+        self.names = list(model.trainable_parameter_names())
+        self.params = [named[n] for n in self.names]
+        self.decay = decay
+        self.shadow = [p.detach().clone() for p in self.params]
+
+    @torch.no_grad()
+    def update(self, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))
+        for e, p in zip(self.shadow, self.params, strict=True):
+            e.lerp_(p.detach(), 1.0 - d)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {
+            n: e.cpu().clone() for n, e in zip(self.names, self.shadow, strict=True)
+        }
+
+    @torch.no_grad()
+    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        if sorted(state) != sorted(self.names):
+            raise ValueError("the stored weight average does not fit this model")
+        for n, e in zip(self.names, self.shadow, strict=True):
+            e.copy_(state[n].to(e.device))
+
+    @contextmanager
+    def swapped_in(self):
+        """Within the block the model holds the averaged weights."""
+        saved = [p.detach().clone() for p in self.params]
+        with torch.no_grad():
+            for p, e in zip(self.params, self.shadow, strict=True):
+                p.copy_(e)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for p, w in zip(self.params, saved, strict=True):
+                    p.copy_(w)
+
+
 def train_duet(
     cfg: TrainConfig,
     bundle: ClipBundle,
@@ -1243,6 +1296,9 @@ def train_duet(
             (m["s"].to(device), m["p"].to(device), m["shape_index"].to(device))
             for m in ckpt.get("trip_memory") or []
         ]
+    average = _WeightAverage(model, cfg.ema_decay) if cfg.ema_decay else None
+    if average is not None and ckpt is not None:
+        average.load_state_dict(ckpt["ema"])
     resumed_from = step
 
     def result(stop: str, trained: bool) -> TrainResult:
@@ -1326,9 +1382,13 @@ def train_duet(
     def evaluate_and_save(current: int) -> bool:
         """Validation, best/last checkpoints; returns True to stop (patience)."""
         nonlocal best_step, best_value, best_metrics, stale
-        metrics = evaluate_duet(
-            model, dataset, "val", batch_size=cfg.eval_batch_size, cache=cache
-        )
+        raw_state = model.trainable_state_dict()
+        with average.swapped_in() if average is not None else nullcontext():
+            metrics = evaluate_duet(
+                model, dataset, "val", batch_size=cfg.eval_batch_size, cache=cache
+            )
+            # the evaluated weights (the average when ema_decay is set)
+            state = model.trainable_state_dict()
         name = _select_name(cfg, metrics)
         history["select_metric"] = name
         value = float(metrics[name])
@@ -1345,7 +1405,6 @@ def train_duet(
             stale += 1
         stop = cfg.patience is not None and stale >= cfg.patience
         if rank == 0:
-            state = model.trainable_state_dict()
             common = {
                 "format": CHECKPOINT_FORMAT,
                 "config": cfg.to_dict(),
@@ -1373,7 +1432,8 @@ def train_duet(
             save_checkpoint(
                 {
                     **common,
-                    "trainable": state,
+                    "trainable": raw_state,
+                    "ema": None if average is None else average.state_dict(),
                     "optimizer": optimizer.state_dict(),
                     "scaler": scaler.state_dict() if scaler.is_enabled() else None,
                     "best_step": best_step,
@@ -1482,6 +1542,8 @@ def train_duet(
                         )
                     scaler.step(optimizer)
                     scaler.update()
+                    if average is not None:
+                        average.update(step)
                     log["step"] = step
                     log["seconds"] = time.perf_counter() - t0
                     history["train"].append(log)

@@ -264,6 +264,55 @@ def test_trip_memory_config_and_hash(world: SketchPhotoSet) -> None:
         TrainConfig(token_scale=0.0)
 
 
+def test_weight_average_is_evaluated_saved_and_resumed(
+    world: SketchPhotoSet, tmp_path: Path
+) -> None:
+    cfg = small_config(max_steps=7, eval_every=3, ema_decay=0.5)
+    straight = train_duet(
+        cfg, load_clip(MODEL, seed=0), world, tmp_path / "a", quiet=True
+    )
+    last = load_checkpoint(tmp_path / "a" / "last.pt")
+    raw, avg = last["trainable"], last["ema"]
+    assert sorted(raw) == sorted(avg)
+    # the average trails the raw weights, and it is what best.pt and val saw
+    assert any(not torch.equal(raw[k], avg[k]) for k in raw)
+    model = load_trained_duet(load_clip(MODEL, seed=0), tmp_path / "a")
+    assert evaluate_duet(model, world, "val") == pytest.approx(straight.best_metrics)
+    model.load_trainable_state_dict(avg)
+    final = {k: v for k, v in straight.history["val"][-1].items() if k != "step"}
+    assert evaluate_duet(model, world, "val") == pytest.approx(final)
+    # a killed run resumes its average exactly
+    train_duet(
+        cfg, load_clip(MODEL, seed=0), world, tmp_path / "b", quiet=True, stop_after=5
+    )
+    resumed = train_duet(
+        cfg, load_clip(MODEL, seed=0), world, tmp_path / "b", quiet=True
+    )
+    assert resumed.resumed_from == 3
+    assert resumed.history["val"] == straight.history["val"]
+    avg_b = load_checkpoint(tmp_path / "b" / "last.pt")["ema"]
+    assert all(torch.equal(avg[k], avg_b[k]) for k in avg)
+    # the training trajectory is the plain one; only what is evaluated differs
+    plain = train_duet(
+        cfg.replace(ema_decay=None),
+        load_clip(MODEL, seed=0),
+        world,
+        tmp_path / "c",
+        quiet=True,
+    )
+    assert [r["total"] for r in plain.history["train"]] == [
+        r["total"] for r in straight.history["train"]
+    ]
+    bundle = load_clip(MODEL, seed=0)
+    assert (
+        "ema_decay"
+        not in _run_identity(cfg.replace(ema_decay=None), bundle, world)["config"]
+    )
+    assert _run_identity(cfg, bundle, world)["config"]["ema_decay"] == 0.5
+    with pytest.raises(ValueError, match="ema_decay"):
+        TrainConfig(ema_decay=1.0)
+
+
 def test_lr_schedule_values_and_hash(world: SketchPhotoSet) -> None:
     const = TrainConfig(max_steps=10, warmup_steps=2)
     cos = const.replace(lr_schedule="cosine")
