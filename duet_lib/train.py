@@ -98,6 +98,7 @@ __all__ = [
     "evaluate_duet",
     "load_trained_duet",
     "loss_weights_for",
+    "mine_near_shapes",
     "plot_history",
     "run_dir",
     "train_duet",
@@ -110,7 +111,13 @@ CHECKPOINT_FORMAT = "duet_lib.train/1"
 _NOT_HASHED = ("device", "num_workers", "max_steps", "eval_batch_size")
 #: Options added after runs were cached: they enter the hash only when they
 #: differ from their default, so existing runs keep their folders.
-_HASHED_WHEN_CHANGED = ("trip_memory", "token_scale", "lr_schedule", "ema_decay")
+_HASHED_WHEN_CHANGED = (
+    "trip_memory",
+    "token_scale",
+    "lr_schedule",
+    "ema_decay",
+    "near_shape_pool",
+)
 
 _AMP = ("off", "bf16", "fp16")
 _SELECT = ("auto", "fgsbir_acc@1", "duet_acc@1", "fgsbir_mrr", "duet_mrr")
@@ -183,6 +190,9 @@ class TrainConfig:
         trip_form: "hinge" or "infonce".
         trip_mining: "given" (the dataset's negatives) or "batch_hardest".
         trip_negatives: negative kinds used by L_trip and L_RT.
+        near_shape_pool: k, the photos of other shapes the frozen backbone ranks
+            closest to a photo's training sketches, among which a
+            ``"near_shape"`` negative is drawn (mined once, before training).
         trip_memory: k, remember the (detached) sketch and photo embeddings of
             the last k batches for L_trip (our choice, MoCo-style; 0 = off). The
             remembered sketch embeddings pass through C_v2w and the text encoder
@@ -251,6 +261,7 @@ class TrainConfig:
     trip_form: str = "hinge"
     trip_mining: str = "given"
     trip_negatives: tuple[str, ...] = ("same_appearance",)
+    near_shape_pool: int = 8
     trip_memory: int = 0
     comp_form: str = "infonce"
     comp_negatives: tuple[str, ...] = ("same_shape", "same_appearance")
@@ -318,6 +329,7 @@ class TrainConfig:
             _choice("trip_form", self.trip_form, ("hinge", "infonce")),
             _choice("trip_mining", self.trip_mining, ("given", "batch_hardest")),
             _integer("trip_memory", self.trip_memory, 0),
+            _integer("near_shape_pool", self.near_shape_pool, 1),
             _choice(
                 "comp_form", self.comp_form, ("infonce", "triplet", "hinge", "pull")
             ),
@@ -1132,6 +1144,62 @@ def _select_name(cfg: TrainConfig, metrics: Mapping[str, Any]) -> str:
     return "duet_acc@1" if "duet_acc@1" in metrics else "fgsbir_acc@1"
 
 
+@torch.no_grad()
+def mine_near_shapes(
+    model: DuetModel,
+    data: SketchPhotoPairs,
+    k: int,
+    batch_size: int = 128,
+) -> np.ndarray:
+    """Candidates of ``"near_shape"`` negatives, mined with the model as it is.
+
+    Each shape of the training pool is represented by the mean of its sketches'
+    normalised embeddings V(sketch) (shapes without a sketch: by their photos'),
+    and every photo gets the ``k`` photos of *other* shapes that lie closest to
+    its shape's representative: the photos a sketch of it is most easily
+    mistaken for.
+
+    Args:
+        model: the duet model (its visual encoder V is used, in eval mode).
+        data: the :class:`~duet_lib.data.pairs.SketchPhotoPairs` of the split.
+        k: candidates per photo (fewer when the pool is smaller).
+        batch_size: images per forward pass.
+
+    Returns:
+        (P, k') int64 indices into ``data.photo_ids``, closest first.
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    try:
+
+        def embed(tensors: Callable[[range], torch.Tensor], n: int) -> torch.Tensor:
+            rows = [
+                F.normalize(model.encode_photo(tensors(r).to(device)).float(), dim=-1)
+                for r in _chunks(n, batch_size)
+            ]
+            return torch.cat(rows).cpu()
+
+        ids = data.photo_ids
+        photos = embed(lambda r: data.photo_tensor([ids[i] for i in r]), len(ids))
+        sketches = embed(lambda r: data.sketch_tensor(list(r)), len(data.records))
+    finally:
+        model.train(was_training)
+    shape = torch.from_numpy(data.photo_shape)
+    n_shapes = int(shape.max()) + 1
+    sketch_shape = shape[torch.from_numpy(data.sketch_photo)]
+    rep = torch.zeros(n_shapes, photos.shape[1])
+    rep.index_add_(0, sketch_shape, sketches)
+    has_sketch = torch.bincount(sketch_shape, minlength=n_shapes) > 0
+    by_photo = torch.zeros_like(rep).index_add_(0, shape, photos)
+    rep = torch.where(has_sketch[:, None], rep, by_photo)
+    sim = F.normalize(rep, dim=-1) @ photos.T  # (shapes, photos)
+    sim[shape[None, :] == torch.arange(n_shapes)[:, None]] = -math.inf
+    k = max(1, min(k, min(int((shape != s).sum()) for s in range(n_shapes))))
+    table = sim.topk(k, dim=1).indices  # (shapes, k), closest first
+    return table[shape].numpy().astype(np.int64)
+
+
 class _WeightAverage:
     """Exponential moving average of the trainable weights (``ema_decay``)."""
 
@@ -1282,6 +1350,7 @@ def train_duet(
     stale, stopped = 0, ""
     # trip_memory: (sketch emb, photo emb, shape index) of the last k batches
     memory: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    initial_state = model.trainable_state_dict()
     if ckpt is not None:
         model.load_trainable_state_dict(ckpt["trainable"])
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -1344,6 +1413,15 @@ def train_duet(
         line_width=cfg.line_width,
         cache=cache,
     )
+    if "near_shape" in kinds:
+        # mined with the weights of step 0, also when resuming
+        current = model.trainable_state_dict()
+        model.load_trainable_state_dict(initial_state)
+        table = mine_near_shapes(
+            model, train_data, cfg.near_shape_pool, cfg.eval_batch_size
+        )
+        model.load_trainable_state_dict(current)
+        train_data.set_near_shapes(table)
     phrases = (
         _self_labelled_phrases(
             cfg, bundle, train_data.photo_ids, dataset, out_dir, ckpt is not None, rank

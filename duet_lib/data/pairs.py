@@ -17,6 +17,12 @@ Negatives, per kind (:data:`NEGATIVE_KINDS`):
     background, in that order of importance.
 ``random``
     any photo of another shape.
+``near_shape``
+    a shape the model confuses with this one: one of the photos of other shapes
+    that a table (:meth:`SketchPhotoPairs.set_near_shapes`) names for the photo;
+    :func:`duet_lib.train.train_duet` mines it once, before training, from the
+    backbone's own sketch-to-photo ranking (our option: fine-grained negatives
+    that work on real data too).
 
 The hard kinds need the world's attributes (``SketchPhotoSet.attributes`` with
 ``shape_id``, ``category``, ``colour``, ``pattern``, ``background``). Without them
@@ -58,7 +64,7 @@ __all__ = [
 ]
 
 #: Kinds of negative photos an item can carry.
-NEGATIVE_KINDS = ("same_shape", "same_appearance", "random")
+NEGATIVE_KINDS = ("same_shape", "same_appearance", "random", "near_shape")
 
 _APPEARANCE_KEYS = ("colour", "pattern", "background")
 
@@ -393,6 +399,7 @@ class SketchPhotoPairs(Dataset):
         shape = self.photo_shape
         self._same_shape: list[np.ndarray] = []
         self._same_app: list[np.ndarray] = []
+        self._near: np.ndarray | None = None
         if not attrs or not self.negative_kinds:
             return
         cats = _codes([attrs[p].get("category", "") for p in self.photo_ids])
@@ -428,7 +435,40 @@ class SketchPhotoPairs(Dataset):
             if self.photo_shape[j] != shape:
                 return j
 
+    def set_near_shapes(self, table: np.ndarray) -> None:
+        """The candidates of ``near_shape`` negatives.
+
+        Args:
+            table: (P, k) int indices into :attr:`photo_ids`, one row per pool
+                photo: photos of *other* shapes, drawn from uniformly.
+
+        Raises:
+            ValueError: a wrong shape, an index outside the pool, or a candidate
+                of the row's own shape.
+        """
+        table = np.asarray(table)
+        n = len(self.photo_ids)
+        if table.ndim != 2 or table.shape[0] != n or table.shape[1] < 1:
+            raise ValueError(
+                f"near-shape table must be ({n}, k >= 1), got {table.shape}"
+            )
+        if not np.issubdtype(table.dtype, np.integer) or (
+            table.size and (table.min() < 0 or table.max() >= n)
+        ):
+            raise ValueError(f"near-shape table must hold photo indices in [0, {n})")
+        if (self.photo_shape[table] == self.photo_shape[:, None]).any():
+            raise ValueError("near-shape table names a photo of the row's own shape")
+        self._near = table.astype(np.int64)
+
     def _negative(self, kind: str, photo: int, rng: np.random.Generator) -> int:
+        if kind == "near_shape":
+            if self._near is None:
+                raise ValueError(
+                    "near_shape negatives need a candidate table: call "
+                    "set_near_shapes (train_duet mines one from the backbone)"
+                )
+            row = self._near[photo]
+            return int(row[rng.integers(len(row))])
         if kind == "same_shape" and self._same_shape:
             cands = self._same_shape[photo]
             if len(cands):

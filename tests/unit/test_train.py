@@ -6,6 +6,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader
@@ -27,6 +28,7 @@ from duet_lib.train import (
     load_trained_duet,
     loss_weights_for,
     lr_scale,
+    mine_near_shapes,
     plot_history,
     train_duet,
 )
@@ -311,6 +313,62 @@ def test_weight_average_is_evaluated_saved_and_resumed(
     assert _run_identity(cfg, bundle, world)["config"]["ema_decay"] == 0.5
     with pytest.raises(ValueError, match="ema_decay"):
         TrainConfig(ema_decay=1.0)
+
+
+def test_near_shape_negatives_are_mined_other_shapes_and_resume(
+    world: SketchPhotoSet, tmp_path: Path
+) -> None:
+    cfg = small_config(
+        max_steps=7,
+        eval_every=3,
+        trip_form="infonce",
+        trip_negatives=("near_shape",),
+        near_shape_pool=2,
+    )
+    model = build_model(cfg, load_clip(MODEL, seed=0))
+    data = SketchPhotoPairs(world, "train", 96, (0.5,) * 3, (0.5,) * 3, negatives=())
+    table = mine_near_shapes(model, data, k=2)
+    assert table.shape == (len(data.photo_ids), 2)
+    assert (data.photo_shape[table] != data.photo_shape[:, None]).all()
+    # the closest candidate of each photo is the most similar other-shape photo
+    # to the mean of its shape's sketches
+    with torch.no_grad():
+        photos = torch.nn.functional.normalize(
+            model.encode_photo(data.photo_tensor(data.photo_ids)), dim=-1
+        )
+        sketches = torch.nn.functional.normalize(
+            model.encode_sketch(data.sketch_tensor(range(len(data.records)))), dim=-1
+        )
+    first = int(data.sketch_photo[0])
+    own = data.photo_shape[data.sketch_photo] == data.photo_shape[first]
+    rep = sketches[torch.from_numpy(own)].sum(0)
+    sim = photos @ rep
+    sim[torch.from_numpy(data.photo_shape == data.photo_shape[first])] = -1e9
+    assert table[first, 0] == int(sim.argmax())
+    with pytest.raises(ValueError, match="own shape"):
+        data.set_near_shapes(np.arange(len(data.photo_ids))[:, None])
+    with pytest.raises(ValueError, match=r"must be \("):
+        data.set_near_shapes(table[:1])
+    plain = SketchPhotoPairs(
+        world, "train", 96, (0.5,) * 3, (0.5,) * 3, negatives=("near_shape",)
+    )
+    with pytest.raises(ValueError, match="candidate table"):
+        plain[0]
+    straight = train_duet(
+        cfg, load_clip(MODEL, seed=0), world, tmp_path / "a", quiet=True
+    )
+    train_duet(
+        cfg, load_clip(MODEL, seed=0), world, tmp_path / "b", quiet=True, stop_after=5
+    )
+    resumed = train_duet(
+        cfg, load_clip(MODEL, seed=0), world, tmp_path / "b", quiet=True
+    )
+    assert resumed.resumed_from == 3
+    assert [r["total"] for r in resumed.history["train"]] == [
+        r["total"] for r in straight.history["train"]
+    ]
+    with pytest.raises(ValueError, match="near_shape_pool"):
+        TrainConfig(near_shape_pool=0)
 
 
 def test_lr_schedule_values_and_hash(world: SketchPhotoSet) -> None:
