@@ -65,6 +65,7 @@ lr_schedule = "constant"  # constant (our choice) or cosine decay to zero at max
 trip_form = "infonce"  # L_trip over the batch (our choice for the tiny CLIP); hinge in the paper
 sketch_tokens = 4  # pseudo-words per sketch; the paper uses 1 (our choice)
 token_scale = 3.0  # norm of each pseudo-word in units of a real word norm (our choice)
+ema_decay = 0.99  # moving average of the trained weights, validated and saved (our choice); None: off, as in the paper
 trip_memory = (
     0  # remembered batches in the InfoNCE of L_trip (our option); 0 switches it off
 )
@@ -104,6 +105,7 @@ validate_params(
     trip_form=trip_form,
     sketch_tokens=sketch_tokens,
     token_scale=token_scale,
+    ema_decay=ema_decay,
     trip_memory=trip_memory,
     loss_weights=loss_weights,
     unfreeze_blocks=unfreeze_blocks,
@@ -341,6 +343,7 @@ cfg = TrainConfig(
     trip_memory=trip_memory,
     sketch_tokens=sketch_tokens,
     token_scale=token_scale,
+    ema_decay=ema_decay,
     weights=loss_weights_for(loss_weights, data),
     unfreeze_last_visual_blocks=unfreeze_blocks,
 )

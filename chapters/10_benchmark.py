@@ -97,6 +97,7 @@ lr_modules = 1e-3  # learning rate of C_v2w, P^L and G (and of the inversion map
 trip_form = "infonce"  # L_trip over the batch (our choice for the tiny CLIP); hinge in the paper
 sketch_tokens = 4  # pseudo-words per sketch, also of the inversion map; the paper uses 1 (our choice)
 token_scale = 3.0  # pseudo-word norm in units of a real word norm, also of the inversion map (our choice)
+ema_decay = 0.99  # moving average of the trained weights, validated and saved (our choice); None: off, as in the paper
 # λs; "words" is our seventh term (self-labelled words), 0 trains the paper's six
 loss_weights = {
     "trip": 1,
@@ -135,6 +136,7 @@ validate_params(
     trip_form=trip_form,
     sketch_tokens=sketch_tokens,
     token_scale=token_scale,
+    ema_decay=ema_decay,
     loss_weights=loss_weights,
     ablations=ablations,
     ablation_steps=ablation_steps,
@@ -353,6 +355,7 @@ base_cfg = TrainConfig(
     trip_form=trip_form,
     sketch_tokens=sketch_tokens,
     token_scale=token_scale,
+    ema_decay=ema_decay,
     weights=loss_weights_for(loss_weights, data),
 )
 off_here = [name for name in ablations if not base_cfg.weights.enabled(name)]

@@ -218,6 +218,11 @@ PARAMS: dict[str, ParamSpec] = {
         "trip_form infonce)",
         _int(0, 64),
     ),
+    "ema_decay": ParamSpec(
+        "decay of the moving average of the trained weights that is validated and "
+        "saved (our option; None = off, the paper)",
+        _float(0, 0.9999, none_ok=True),
+    ),
     "unfreeze_blocks": ParamSpec(
         "also train the last k visual blocks (a deviation from the paper)", _int(0, 48)
     ),
@@ -290,6 +295,7 @@ PROFILE_VALUES: dict[str, dict[str, Any]] = {
         "lr_modules": 1e-3,
         "trip_form": "hinge",
         "trip_memory": 0,
+        "ema_decay": None,
         "deviation_blocks": 0,
         "token_scale": 1.0,
         "sketch_tokens": 1,

@@ -179,8 +179,9 @@ class TrainConfig:
             with this decay (our option; Polyak averaging, as in Tarvainen and
             Valpola's mean teacher, 2017); None = off. Validation, checkpoint
             selection, ``best.pt`` and the returned model use the average, while
-            the optimiser keeps stepping the raw weights. The decay is warmed up
-            as min(ema_decay, (1 + t) / (10 + t)) at step t.
+            the optimiser keeps stepping the raw weights. The average is
+            bias-corrected (divided by 1 - ema_decay^t after t steps), so the
+            initial weights do not linger in it.
         weights: lambda of each loss (:class:`~duet_lib.losses.LossWeights`).
         margin_trip: mu_1 of L_trip.
         margin_comp: mu_2 of L_comp (hinge and triplet forms).
@@ -1201,40 +1202,58 @@ def mine_near_shapes(
 
 
 class _WeightAverage:
-    """Exponential moving average of the trainable weights (``ema_decay``)."""
+    """Exponential moving average of the trainable weights (``ema_decay``).
+
+    Bias-corrected as Adam's moments are: the running sum starts at zero and is
+    divided by 1 - d^t, so after t steps the average weights step s by
+    (1 - d) d^(t - s) / (1 - d^t), and the initial weights count for nothing.
+    """
 
     def __init__(self, model: DuetModel, decay: float) -> None:
         named = dict(model.named_parameters())
         self.names = list(model.trainable_parameter_names())
         self.params = [named[n] for n in self.names]
         self.decay = decay
-        self.shadow = [p.detach().clone() for p in self.params]
+        self.steps = 0
+        self.shadow = [torch.zeros_like(p, requires_grad=False) for p in self.params]
 
     @torch.no_grad()
-    def update(self, step: int) -> None:
-        d = min(self.decay, (1 + step) / (10 + step))
+    def update(self) -> None:
+        self.steps += 1
         for e, p in zip(self.shadow, self.params, strict=True):
-            e.lerp_(p.detach(), 1.0 - d)
+            e.lerp_(p.detach(), 1.0 - self.decay)
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
+    def averaged(self) -> list[torch.Tensor]:
+        """The bias-corrected average, one tensor per parameter."""
+        if self.steps == 0:
+            return [p.detach().clone() for p in self.params]
+        correction = 1.0 - self.decay**self.steps
+        return [e / correction for e in self.shadow]
+
+    def state_dict(self) -> dict[str, Any]:
         return {
-            n: e.cpu().clone() for n, e in zip(self.names, self.shadow, strict=True)
+            "steps": self.steps,
+            "shadow": {
+                n: e.cpu().clone() for n, e in zip(self.names, self.shadow, strict=True)
+            },
         }
 
     @torch.no_grad()
-    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
-        if sorted(state) != sorted(self.names):
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        shadow = state["shadow"]
+        if sorted(shadow) != sorted(self.names):
             raise ValueError("the stored weight average does not fit this model")
+        self.steps = int(state["steps"])
         for n, e in zip(self.names, self.shadow, strict=True):
-            e.copy_(state[n].to(e.device))
+            e.copy_(shadow[n].to(e.device))
 
     @contextmanager
     def swapped_in(self):
         """Within the block the model holds the averaged weights."""
         saved = [p.detach().clone() for p in self.params]
         with torch.no_grad():
-            for p, e in zip(self.params, self.shadow, strict=True):
-                p.copy_(e)
+            for p, a in zip(self.params, self.averaged(), strict=True):
+                p.copy_(a)
         try:
             yield
         finally:
@@ -1621,7 +1640,7 @@ def train_duet(
                     scaler.step(optimizer)
                     scaler.update()
                     if average is not None:
-                        average.update(step)
+                        average.update()
                     log["step"] = step
                     log["seconds"] = time.perf_counter() - t0
                     history["train"].append(log)

@@ -22,6 +22,7 @@ from duet_lib.probes import zero_shot_phrases
 from duet_lib.train import (
     TrainConfig,
     _run_identity,
+    _WeightAverage,
     build_model,
     duet_losses,
     evaluate_duet,
@@ -266,6 +267,34 @@ def test_trip_memory_config_and_hash(world: SketchPhotoSet) -> None:
         TrainConfig(token_scale=0.0)
 
 
+def test_weight_average_is_bias_corrected() -> None:
+    class Toy(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(2))
+            self.frozen = torch.nn.Parameter(torch.zeros(1), requires_grad=False)
+
+        def trainable_parameter_names(self) -> list[str]:
+            return ["w"]
+
+    toy, d = Toy(), 0.5
+    average = _WeightAverage(toy, d)
+    with average.swapped_in():  # no step yet: the weights as they are
+        assert torch.equal(toy.w, torch.zeros(2))
+    values = [1.0, 2.0, 3.0]
+    for v in values:
+        with torch.no_grad():
+            toy.w.fill_(v)
+        average.update()
+    weights = [(1 - d) * d ** (len(values) - 1 - i) for i in range(len(values))]
+    expected = sum(w * v for w, v in zip(weights, values, strict=True)) / sum(weights)
+    with average.swapped_in():
+        assert torch.allclose(toy.w, torch.full((2,), expected))
+    # the raw weights come back after the block
+    assert torch.equal(toy.w, torch.full((2,), 3.0))
+    assert average.names == ["w"]
+
+
 def test_weight_average_is_evaluated_saved_and_resumed(
     world: SketchPhotoSet, tmp_path: Path
 ) -> None:
@@ -274,8 +303,9 @@ def test_weight_average_is_evaluated_saved_and_resumed(
         cfg, load_clip(MODEL, seed=0), world, tmp_path / "a", quiet=True
     )
     last = load_checkpoint(tmp_path / "a" / "last.pt")
-    raw, avg = last["trainable"], last["ema"]
-    assert sorted(raw) == sorted(avg)
+    raw, ema = last["trainable"], last["ema"]
+    assert ema["steps"] == 7 and sorted(raw) == sorted(ema["shadow"])
+    avg = {k: v / (1 - 0.5**7) for k, v in ema["shadow"].items()}
     # the average trails the raw weights, and it is what best.pt and val saw
     assert any(not torch.equal(raw[k], avg[k]) for k in raw)
     model = load_trained_duet(load_clip(MODEL, seed=0), tmp_path / "a")
@@ -292,8 +322,9 @@ def test_weight_average_is_evaluated_saved_and_resumed(
     )
     assert resumed.resumed_from == 3
     assert resumed.history["val"] == straight.history["val"]
-    avg_b = load_checkpoint(tmp_path / "b" / "last.pt")["ema"]
-    assert all(torch.equal(avg[k], avg_b[k]) for k in avg)
+    ema_b = load_checkpoint(tmp_path / "b" / "last.pt")["ema"]
+    assert ema_b["steps"] == 7
+    assert all(torch.equal(ema["shadow"][k], ema_b["shadow"][k]) for k in avg)
     # the training trajectory is the plain one; only what is evaluated differs
     plain = train_duet(
         cfg.replace(ema_decay=None),
