@@ -518,6 +518,10 @@ def build_model(cfg: TrainConfig, bundle: ClipBundle) -> DuetModel:
 def load_trained_duet(bundle: ClipBundle, checkpoint: str | os.PathLike) -> DuetModel:
     """Rebuild a trained duet from ``best.pt`` / ``last.pt`` (or a run folder).
 
+    ``best.pt`` holds the weights that were validated (the moving average when
+    the run had ``ema_decay``); ``last.pt`` holds the raw weights the optimiser
+    stepped last.
+
     Args:
         bundle: a fresh bundle of the same CLIP the run started from.
         checkpoint: a checkpoint file, or a run folder (its ``best.pt`` is used).
