@@ -1200,9 +1200,25 @@ def mine_near_shapes(
     rep = torch.where(has_sketch[:, None], rep, by_photo)
     sim = F.normalize(rep, dim=-1) @ photos.T  # (shapes, photos)
     sim[shape[None, :] == torch.arange(n_shapes)[:, None]] = -math.inf
-    k = max(1, min(k, min(int((shape != s).sum()) for s in range(n_shapes))))
+    # no row may ask for more photos than the largest shape leaves over
+    k = max(1, min(k, len(shape) - int(torch.bincount(shape).max())))
     table = sim.topk(k, dim=1).indices  # (shapes, k), closest first
     return table[shape].numpy().astype(np.int64)
+
+
+@contextmanager
+def _parameters_set_to(params: Sequence[torch.Tensor], values: Sequence[torch.Tensor]):
+    """Within the block ``params`` hold ``values``; afterwards their own again."""
+    saved = [p.detach().clone() for p in params]
+    with torch.no_grad():
+        for p, v in zip(params, values, strict=True):
+            p.copy_(v)
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for p, w in zip(params, saved, strict=True):
+                p.copy_(w)
 
 
 class _WeightAverage:
@@ -1251,19 +1267,9 @@ class _WeightAverage:
         for n, e in zip(self.names, self.shadow, strict=True):
             e.copy_(shadow[n].to(e.device))
 
-    @contextmanager
     def swapped_in(self):
         """Within the block the model holds the averaged weights."""
-        saved = [p.detach().clone() for p in self.params]
-        with torch.no_grad():
-            for p, a in zip(self.params, self.averaged(), strict=True):
-                p.copy_(a)
-        try:
-            yield
-        finally:
-            with torch.no_grad():
-                for p, w in zip(self.params, saved, strict=True):
-                    p.copy_(w)
+        return _parameters_set_to(self.params, self.averaged())
 
 
 def train_duet(
@@ -1373,7 +1379,14 @@ def train_duet(
     stale, stopped = 0, ""
     # trip_memory: (sketch emb, photo emb, shape index) of the last k batches
     memory: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
-    initial_state = model.trainable_state_dict()
+    # near_shape negatives are mined with the weights of step 0, also when resuming
+    named = dict(model.named_parameters())
+    trainable_params = [named[n] for n in model.trainable_parameter_names()]
+    step0 = (
+        [p.detach().clone() for p in trainable_params]
+        if ckpt is not None and "near_shape" in cfg.negative_kinds()
+        else None
+    )
     if ckpt is not None:
         model.load_trainable_state_dict(ckpt["trainable"])
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -1437,13 +1450,10 @@ def train_duet(
         cache=cache,
     )
     if "near_shape" in kinds:
-        # mined with the weights of step 0, also when resuming
-        current = model.trainable_state_dict()
-        model.load_trainable_state_dict(initial_state)
-        table = mine_near_shapes(
-            model, train_data, cfg.near_shape_pool, cfg.eval_batch_size
-        )
-        model.load_trainable_state_dict(current)
+        with _parameters_set_to(trainable_params, step0) if step0 else nullcontext():
+            table = mine_near_shapes(
+                model, train_data, cfg.near_shape_pool, cfg.eval_batch_size
+            )
         train_data.set_near_shapes(table)
     phrases = (
         _self_labelled_phrases(
@@ -1483,13 +1493,13 @@ def train_duet(
     def evaluate_and_save(current: int) -> bool:
         """Validation, best/last checkpoints; returns True to stop (patience)."""
         nonlocal best_step, best_value, best_metrics, stale
-        raw_state = model.trainable_state_dict()
         with average.swapped_in() if average is not None else nullcontext():
             metrics = evaluate_duet(
                 model, dataset, "val", batch_size=cfg.eval_batch_size, cache=cache
             )
             # the evaluated weights (the average when ema_decay is set)
             state = model.trainable_state_dict()
+        raw_state = state if average is None else model.trainable_state_dict()
         name = _select_name(cfg, metrics)
         history["select_metric"] = name
         value = float(metrics[name])

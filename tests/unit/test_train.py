@@ -175,6 +175,14 @@ def test_zero_weight_terms_are_not_computed(
 # --------------------------------------------------------------------- training
 
 
+def killed_and_resumed(cfg: TrainConfig, world: SketchPhotoSet, folder: Path):
+    """Train until step 5 (the last evaluation is step 3), then resume to the end."""
+    train_duet(cfg, load_clip(MODEL, seed=0), world, folder, quiet=True, stop_after=5)
+    resumed = train_duet(cfg, load_clip(MODEL, seed=0), world, folder, quiet=True)
+    assert resumed.resumed_from == 3
+    return resumed
+
+
 def test_resume_after_a_kill_equals_a_straight_run(
     world: SketchPhotoSet, tmp_path: Path
 ) -> None:
@@ -223,13 +231,7 @@ def test_trip_memory_resumes_exactly_and_changes_training(
     saved = load_checkpoint(tmp_path / "a" / "last.pt")["trip_memory"]
     assert len(saved) == 2 and saved[0]["s"].shape == (4, 128)
     assert saved[0]["shape_index"].shape == (4,)
-    train_duet(
-        cfg, load_clip(MODEL, seed=0), world, tmp_path / "b", quiet=True, stop_after=5
-    )
-    resumed = train_duet(
-        cfg, load_clip(MODEL, seed=0), world, tmp_path / "b", quiet=True
-    )
-    assert resumed.resumed_from == 3
+    resumed = killed_and_resumed(cfg, world, tmp_path / "b")
     assert [r["total"] for r in resumed.history["train"]] == [
         r["total"] for r in straight.history["train"]
     ]
@@ -314,13 +316,7 @@ def test_weight_average_is_evaluated_saved_and_resumed(
     final = {k: v for k, v in straight.history["val"][-1].items() if k != "step"}
     assert evaluate_duet(model, world, "val") == pytest.approx(final)
     # a killed run resumes its average exactly
-    train_duet(
-        cfg, load_clip(MODEL, seed=0), world, tmp_path / "b", quiet=True, stop_after=5
-    )
-    resumed = train_duet(
-        cfg, load_clip(MODEL, seed=0), world, tmp_path / "b", quiet=True
-    )
-    assert resumed.resumed_from == 3
+    resumed = killed_and_resumed(cfg, world, tmp_path / "b")
     assert resumed.history["val"] == straight.history["val"]
     ema_b = load_checkpoint(tmp_path / "b" / "last.pt")["ema"]
     assert ema_b["steps"] == 7
@@ -388,13 +384,7 @@ def test_near_shape_negatives_are_mined_other_shapes_and_resume(
     straight = train_duet(
         cfg, load_clip(MODEL, seed=0), world, tmp_path / "a", quiet=True
     )
-    train_duet(
-        cfg, load_clip(MODEL, seed=0), world, tmp_path / "b", quiet=True, stop_after=5
-    )
-    resumed = train_duet(
-        cfg, load_clip(MODEL, seed=0), world, tmp_path / "b", quiet=True
-    )
-    assert resumed.resumed_from == 3
+    resumed = killed_and_resumed(cfg, world, tmp_path / "b")
     assert [r["total"] for r in resumed.history["train"]] == [
         r["total"] for r in straight.history["train"]
     ]
