@@ -66,6 +66,7 @@ trip_form = "infonce"  # L_trip over the batch (our choice for the tiny CLIP); h
 sketch_tokens = 4  # pseudo-words per sketch; the paper uses 1 (our choice)
 token_scale = 3.0  # norm of each pseudo-word in units of a real word norm (our choice)
 ema_decay = 0.99  # moving average of the trained weights, validated and saved (our choice); None: off, as in the paper
+tau_trip = 0.15  # temperature of L_trip alone (our choice); None: the shared tau (0.07) of every InfoNCE term
 trip_memory = (
     0  # remembered batches in the InfoNCE of L_trip (our option); 0 switches it off
 )
@@ -106,6 +107,7 @@ validate_params(
     sketch_tokens=sketch_tokens,
     token_scale=token_scale,
     ema_decay=ema_decay,
+    tau_trip=tau_trip,
     trip_memory=trip_memory,
     loss_weights=loss_weights,
     unfreeze_blocks=unfreeze_blocks,
@@ -383,6 +385,7 @@ cfg = TrainConfig(
     sketch_tokens=sketch_tokens,
     token_scale=token_scale,
     ema_decay=ema_decay,
+    tau_trip=tau_trip,
     weights=loss_weights_for(loss_weights, data),
     unfreeze_last_visual_blocks=unfreeze_blocks,
 )

@@ -98,6 +98,7 @@ trip_form = "infonce"  # L_trip over the batch (our choice for the tiny CLIP); h
 sketch_tokens = 4  # pseudo-words per sketch, also of the inversion map; the paper uses 1 (our choice)
 token_scale = 3.0  # pseudo-word norm in units of a real word norm, also of the inversion map (our choice)
 ema_decay = 0.99  # moving average of the trained weights, validated and saved (our choice); None: off, as in the paper
+tau_trip = 0.15  # temperature of L_trip alone (our choice); None: the shared tau (0.07) of every InfoNCE term
 # λs; "words" is our seventh term (self-labelled words), 0 trains the paper's six
 loss_weights = {
     "trip": 1,
@@ -137,6 +138,7 @@ validate_params(
     sketch_tokens=sketch_tokens,
     token_scale=token_scale,
     ema_decay=ema_decay,
+    tau_trip=tau_trip,
     loss_weights=loss_weights,
     ablations=ablations,
     ablation_steps=ablation_steps,
@@ -356,6 +358,7 @@ base_cfg = TrainConfig(
     sketch_tokens=sketch_tokens,
     token_scale=token_scale,
     ema_decay=ema_decay,
+    tau_trip=tau_trip,
     weights=loss_weights_for(loss_weights, data),
 )
 off_here = [name for name in ablations if not base_cfg.weights.enabled(name)]

@@ -223,6 +223,11 @@ PARAMS: dict[str, ParamSpec] = {
         "saved (our option; None = off, the paper)",
         _float(0, 0.9999, none_ok=True),
     ),
+    "tau_trip": ParamSpec(
+        "temperature of L_trip's InfoNCE (our option; None = the shared tau of "
+        "the InfoNCE terms)",
+        _float(1e-4, 10.0, none_ok=True),
+    ),
     "unfreeze_blocks": ParamSpec(
         "also train the last k visual blocks (a deviation from the paper)", _int(0, 48)
     ),
@@ -296,6 +301,7 @@ PROFILE_VALUES: dict[str, dict[str, Any]] = {
         "trip_form": "hinge",
         "trip_memory": 0,
         "ema_decay": None,
+        "tau_trip": None,
         "deviation_blocks": 0,
         "token_scale": 1.0,
         "sketch_tokens": 1,

@@ -117,6 +117,7 @@ _HASHED_WHEN_CHANGED = (
     "lr_schedule",
     "ema_decay",
     "near_shape_pool",
+    "tau_trip",
 )
 
 _AMP = ("off", "bf16", "fp16")
@@ -187,6 +188,7 @@ class TrainConfig:
         margin_comp: mu_2 of L_comp (hinge and triplet forms).
         margin_rt: mu_3 of L_RT.
         tau: temperature of the InfoNCE forms (L_trip, L_comp, L_TT).
+        tau_trip: L_trip's own temperature (our option); None uses ``tau``.
         tau_region: temperature of the region pooling of L_RT.
         trip_form: "hinge" or "infonce".
         trip_mining: "given" (the dataset's negatives) or "batch_hardest".
@@ -258,6 +260,7 @@ class TrainConfig:
     margin_comp: float = 0.2
     margin_rt: float = 0.2
     tau: float = 0.07
+    tau_trip: float | None = None
     tau_region: float = 0.07
     trip_form: str = "hinge"
     trip_mining: str = "given"
@@ -326,6 +329,9 @@ class TrainConfig:
             _number("margin_comp", self.margin_comp, 0.0, 2.0),
             _number("margin_rt", self.margin_rt, 0.0, 2.0),
             _number("tau", self.tau, 1e-4, 10.0),
+            None
+            if self.tau_trip is None
+            else _number("tau_trip", self.tau_trip, 1e-4, 10.0),
             _number("tau_region", self.tau_region, 1e-4, 10.0),
             _choice("trip_form", self.trip_form, ("hinge", "infonce")),
             _choice("trip_mining", self.trip_mining, ("given", "batch_hardest")),
@@ -631,6 +637,7 @@ def duet_losses(
     trip_cols = _columns(negative_kinds, cfg.trip_negatives)
     comp_cols = _columns(negative_kinds, cfg.comp_negatives)
     terms: dict[str, torch.Tensor] = {}
+    tau_trip = cfg.tau if cfg.tau_trip is None else cfg.tau_trip
     if w.enabled("trip"):
         neg = o["n"][:, trip_cols] if trip_cols else None
         terms["trip"] = triplet_loss(
@@ -641,7 +648,7 @@ def duet_losses(
             mining=cfg.trip_mining,
             negative_reduction=cfg.negative_reduction,
             form=cfg.trip_form,
-            tau=cfg.tau,
+            tau=tau_trip,
             # a sketch says nothing about appearance: photos of its shape are
             # never its negatives
             labels=shape_labels,
@@ -652,7 +659,7 @@ def duet_losses(
                 torch.cat([o["q_sketch"], o["q_memory"]]),
                 torch.cat([o["p"], batch["memory_photo"].to(o["p"].device).float()]),
                 form="infonce",
-                tau=cfg.tau,
+                tau=tau_trip,
                 labels=torch.cat(
                     [shape_labels, batch["memory_shape_index"].to(o["p"].device)]
                 ),

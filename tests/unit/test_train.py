@@ -269,6 +269,54 @@ def test_trip_memory_config_and_hash(world: SketchPhotoSet) -> None:
         TrainConfig(token_scale=0.0)
 
 
+def test_trip_temperature_is_its_own(world: SketchPhotoSet) -> None:
+    from duet_lib.losses import prompt_text_loss, triplet_loss
+
+    gen = torch.Generator().manual_seed(0)
+    b, m, f, e = 6, 1, 3, 8  # one negative column per kind
+    out = {
+        "q_sketch": torch.randn(b, e, generator=gen),
+        "p": torch.randn(b, e, generator=gen),
+        "n": torch.randn(b, m, e, generator=gen),
+        "q_fixed": torch.randn(b, f, e, generator=gen),
+    }
+    batch = {
+        "photo_index": torch.arange(b),
+        "shape_index": torch.tensor([0, 0, 1, 2, 3, 4]),
+    }
+    kinds = ("same_appearance",)
+    weights = {"comp": 0, "reg": 0, "rt": 0, "rec": 0, "tt": 1}
+    shared = small_config(
+        trip_form="infonce", trip_negatives=kinds, weights=weights, tau=0.1
+    )
+    own = shared.replace(tau_trip=0.3)
+    t_shared = duet_losses(out, batch, shared, kinds)
+    t_own = duet_losses(out, batch, own, kinds)
+
+    def trip(tau: float) -> torch.Tensor:
+        return triplet_loss(
+            out["q_sketch"],
+            out["p"],
+            out["n"],
+            form="infonce",
+            tau=tau,
+            labels=batch["shape_index"],
+        )
+
+    # None: L_trip uses tau; set: L_trip alone takes tau_trip, L_TT keeps tau
+    assert torch.allclose(t_shared["trip"], trip(0.1))
+    assert torch.allclose(t_own["trip"], trip(0.3))
+    assert not torch.allclose(t_own["trip"], t_shared["trip"])
+    expected_tt = prompt_text_loss(out["q_sketch"], out["q_fixed"], 0.1)
+    assert torch.allclose(t_own["tt"], expected_tt)
+    assert torch.allclose(t_shared["tt"], expected_tt)
+    bundle = load_clip(MODEL, seed=0)
+    assert "tau_trip" not in _run_identity(shared, bundle, world)["config"]
+    assert _run_identity(own, bundle, world)["config"]["tau_trip"] == 0.3
+    with pytest.raises(ValueError, match="tau_trip"):
+        TrainConfig(tau_trip=0.0)
+
+
 def test_weight_average_is_bias_corrected() -> None:
     class Toy(torch.nn.Module):
         def __init__(self) -> None:
