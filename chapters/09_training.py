@@ -261,11 +261,19 @@ env = env_report(seed=seed, device=device, profile=profile)
 # | two-phase, moving average with a warm-up, min(0.98, (1 + t)/(10 + t)) | 0.955 (step 400) | 0.576 / 0.576 |
 # | the same with the cosine decay | 0.950 (step 300) | 0.563 / 0.554 |
 # | the same average without the converter's dropout | 0.948 (step 300) | 0.563 / 0.552 |
-# | **two-phase, bias-corrected moving average, `ema_decay=0.99` (the default now)** | **0.951** (step 400) | **0.583 / 0.583** |
+# | **two-phase, bias-corrected moving average, `ema_decay=0.99` (kept)** | **0.951** (step 400) | **0.583 / 0.583** |
 # | the same, seed 1 (chapter 10's run) | 0.939 (step 400) | 0.559 / 0.559 |
 # | two-phase, bias-corrected, `ema_decay=0.995` | 0.951 (step 400) | 0.587 / 0.587 |
 # | the default, `lr_modules=2e-3` | 0.950 (step 400) | 0.570 / 0.570 |
-# | the default, 500 steps (`max_steps=500`; training alone 5.8 minutes, past the chapter's budget) | 0.955 (step 500) | 0.585 (0.583 at step 400) |
+# | the average, 500 steps (`max_steps=500`; training alone 5.8 minutes, past the chapter's budget) | 0.955 (step 500) | 0.585 (0.583 at step 400) |
+# | the average, $\mathcal{L}_{trip}$ alone (every other λ 0) | 0.898 (step 400) | 0.552 / 0.552 |
+# | the average, `lr_visual=3e-3` | 0.961 (step 400) | 0.548 / 0.548 |
+# | the average, every InfoNCE term at temperature 0.1 (`tau=0.1`) | 0.936 (step 200) | 0.554 / 0.583 |
+# | the average, every InfoNCE term at 0.15 (`tau=0.15`) | 0.936 (step 100) | 0.500 / 0.583 |
+# | **the average, $\mathcal{L}_{trip}$ alone at 0.15 (`tau_trip=0.15`; the default now)** | **0.947** (step 300) | **0.602** / 0.589 |
+# | the same, seed 1 (chapter 10's run) | 0.941 (step 300) | 0.583 / 0.576 |
+# | `tau_trip=0.2` | 0.950 (step 300) | 0.578 / 0.583 |
+# | `tau_trip=0.15`, `ema_decay=0.995` | 0.947 (step 400) | 0.602 / 0.602 |
 #
 # Four words lead by 0.8 points on the mean of two seeds, less than one seed's swing
 # between evaluations (seed 0: 0.942, 0.918, 0.934 at steps 200–400): a choice, not a
@@ -311,6 +319,41 @@ env = env_report(seed=seed, device=device, profile=profile)
 # the raw weights, as the paper does. Neither a doubled learning rate for the converter
 # nor a hundred more steps takes the query further (0.570, 0.585): with the average it
 # sits at 0.98 of the image side, which has not moved.
+#
+# **Is the image side the ceiling?** Not quite, and finding out was cheap. We froze the
+# image features of the checkpoint this chapter saved with the average and the shared
+# temperature (sketches and photos through its $V$; the first row in bold type in the
+# trial table above) and
+# trained only a map from a sketch's feature to a query on them (400 steps of 32, the
+# batch InfoNCE, the same average; validation FG-SBIR over the 180 photos):
+#
+# | map from $V(\text{sketch})$ to the query (frozen features) | validation Acc@1 | training sketches, 1,620-photo gallery |
+# |---|---:|---:|
+# | none: $V(\text{sketch})$ itself | 0.593 | 0.29 |
+# | one linear layer, straight into the joint space | 0.62 | 0.39 |
+# | an MLP shaped like $C_{v2w}$, straight into the joint space | 0.62–0.64 | 0.39 |
+# | $C_{v2w}$ → four pseudo-words → the frozen text encoder (the duet's route), temperature 0.07 | 0.578 (four seeds, 0.565–0.598) | 0.34 |
+# | the same route, temperature 0.15 | 0.599 (four seeds, 0.583–0.611) | 0.39 |
+#
+# The features hold more than the duet's query gets out of them: a plain linear map finds
+# 0.62. The text encoder can express it (trained to return each training photo from its
+# own embedding, the same route then singles out every one of the 180 validation photos
+# from theirs, Acc@1 1.00), and at
+# temperature 0.15 it fits the training sketches as well as the direct maps do (0.39);
+# what it loses is 0.02–0.04 of generalisation to new shapes. The temperature is the knob
+# that moved it. Our reading: at 0.07 the batch InfoNCE is nearly solved (loss 0.35) and
+# its gradient rests on the few hardest photos; at 0.15 every photo of the batch keeps
+# pulling. In the
+# full run the softer temperature has to stay on $\mathcal{L}_{trip}$ alone: applied to
+# every InfoNCE term ($\mathcal{L}_{comp}$, $\mathcal{L}_{words}$, $\mathcal{L}_{TT}$) it
+# cost the duet (0.900 at step 400, below the late fusion of its own queries, 0.918).
+# `tau_trip=0.15` (our option, chosen on validation) lifts the sketch-only query by 0.02
+# with both seeds (0.602 and 0.583 against 0.583 and 0.559) and leaves the duet where it
+# was (0.947 and 0.941 against 0.951 and 0.939); the book uses it in chapters 09 and 10,
+# and `tau_trip=None` restores the shared temperature. The margin over the 0.6 target
+# is one query in 540 with seed 0, and seed 1 stays below it: the frozen-feature table
+# says why no recipe on this backbone will add much, since even the best direct map sits
+# at 0.62–0.64. A backbone with sharper shape features is the lever left (chapter 02).
 #
 # **What holds the sketch-only query back** (measured on the first-phase backbone, seed 0,
 # with pseudo-words of real-word size, before the rescaling below).
@@ -451,29 +494,30 @@ display(Markdown("\n".join(table)))
 
 # %% [markdown]
 # In our teach run (400 steps, all seven terms, four pseudo-words, the two-phase
-# backbone of chapter 02, the weight average with decay 0.99; the whole chapter 4.8
-# minutes on 2 otherwise idle cores, of which about 30 s go to writing the phrases)
-# validation picked step 400, and the table read: on the duet gallery the duet 0.951
-# (shape@1 0.958, appearance@1 0.957), sketch only 0.33, text only 0.28, and the late
-# fusion of the duet's own sketch-only and text-only queries 0.92; FG-SBIR with the
-# sketch-only query **0.583** (Acc@10 0.985), with the image side $V(\text{sketch})$
-# 0.59. The duet is almost three times either single modality. Without the average
-# (`ema_decay=None`) the same recipe picked step 300: duet 0.957, FG-SBIR 0.531 (0.539
-# at step 400). On the first-phase backbone it picked step 200: duet 0.94, FG-SBIR 0.31
-# (0.36 at step 400), image side 0.60; with the paper's six losses alone (`"words": 0`,
-# eight pseudo-words, first phase) it picked step 400: duet 0.86 (appearance@1 0.88),
-# FG-SBIR 0.45, late fusion 0.92. So the self-written words fix the duet's reading of
-# appearance, the second phase gives the sketch-only query back what the seventh term
-# took and more, the average adds another 0.05, and the gap that remains is the image
-# side's: the sketch-only query now keeps 0.98 of what $V(\text{sketch})$ finds, and
-# $V(\text{sketch})$ itself finds 0.59 of the validation photos (B-CLIP's triplet
-# training of the same LayerNorms, in chapter 10's runs, moves it on validation from
-# 0.58–0.59 to at most 0.61). The 0.6 target
-# of this chapter stays out of reach while the image features sit at that level (the
-# check below fails by 0.017). Chapter 02 reads colour zero-shot at 0.94 from prompts
-# written like its captions but at 0.60 from short ones: the words of a duet query are
-# a short phrase, which is why a term that trains the composed query on such phrases
-# pays.
+# backbone of chapter 02, the weight average with decay 0.99, $\mathcal{L}_{trip}$ at
+# temperature 0.15; the whole chapter 4.3 minutes on 2 otherwise idle cores, the
+# phrases read from the cache) validation picked step 300, and the table read: on the
+# duet gallery the duet 0.947 (shape@1 0.956, appearance@1 0.956), sketch only 0.33,
+# text only 0.28, and the late fusion of the duet's own sketch-only and text-only
+# queries 0.90; FG-SBIR with the sketch-only query **0.602** (Acc@10 0.981), with the
+# image side $V(\text{sketch})$ 0.58. The duet is almost three times either single
+# modality. With the shared temperature (`tau_trip=None`) the same recipe picked step
+# 400: duet 0.951, FG-SBIR 0.583; without the average as well (`ema_decay=None`) step
+# 300: duet 0.957, FG-SBIR 0.531 (0.539 at step 400). On the first-phase backbone it
+# picked step 200: duet 0.94, FG-SBIR 0.31 (0.36 at step 400), image side 0.60; with the
+# paper's six losses alone (`"words": 0`, eight pseudo-words, first phase) it picked
+# step 400: duet 0.86 (appearance@1 0.88), FG-SBIR 0.45, late fusion 0.92. So the
+# self-written words fix the duet's reading of appearance, the second phase gives the
+# sketch-only query back what the seventh term took and more, the average adds another
+# 0.05 and the softer $\mathcal{L}_{trip}$ 0.02, and the sketch-only query now finds a
+# little more than $V(\text{sketch})$ itself (0.602 against 0.583; B-CLIP's triplet
+# training of the same LayerNorms, in chapter 10's runs, moves the image side on
+# validation from 0.58–0.59 to at most 0.61). The 0.6 target of this chapter is met in
+# this run, by one query in 540; with seed 1 the same recipe gives 0.583 (the trial
+# table), so on this backbone the target sits at the edge of the seed-to-seed spread.
+# Chapter 02 reads colour zero-shot at 0.94 from prompts written like its captions but
+# at 0.60 from short ones: the words of a duet query are a short phrase, which is why a
+# term that trains the composed query on such phrases pays.
 #
 # **A text tower that reads pseudo-words.** Chapter 02's second pretraining phase
 # (`inversion_steps`) teaches the text tower to read pseudo-words, also before real
@@ -513,8 +557,8 @@ display(Markdown("\n".join(table)))
 #
 # Claims of this chapter: training ran and its losses fell; the checkpoint was selected
 # on validation; in the teach profile the sketch-only FG-SBIR validation Acc@1 reaches the
-# book's target of 0.6 (our teach run does not: 0.583 at the selected step), and on the
-# world the duet beats both single modalities.
+# book's target of 0.6 (our teach run: 0.602 at the selected step), and on the world the
+# duet beats both single modalities.
 
 # %%
 train_rows = result.history["train"]
@@ -566,6 +610,9 @@ metrics
 # 6. Read this run's `phrases.json` (in its run folder) against the world's true
 #    attributes (`data.attributes`): how often does a phrase name the wrong colour? Then
 #    train the paper's six losses (`"words": 0`) and compare the two duet rows.
+# 7. Train with `tau_trip=None` (the shared 0.07) and with `tau_trip=0.3`. Plot the
+#    $\mathcal{L}_{trip}$ curve of each: which run's loss is nearly solved, and which
+#    run's sketch-only query generalises better to the validation shapes?
 #
 # ## References
 #
