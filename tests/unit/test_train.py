@@ -15,7 +15,13 @@ from duet_lib.checkpoint import load_checkpoint
 from duet_lib.data.pairs import SketchPhotoPairs
 from duet_lib.data.records import SketchPhotoSet, SketchRecord
 from duet_lib.data.world import WorldConfig, duet_queries, generate_world, load_world
-from duet_lib.losses import LOSS_NAMES, LossWeights, total_loss
+from duet_lib.losses import (
+    LOSS_NAMES,
+    LossWeights,
+    prompt_text_loss,
+    total_loss,
+    triplet_loss,
+)
 from duet_lib.models.clip import load_clip
 from duet_lib.models.decoder import ImageDecoder
 from duet_lib.probes import zero_shot_phrases
@@ -270,8 +276,6 @@ def test_trip_memory_config_and_hash(world: SketchPhotoSet) -> None:
 
 
 def test_trip_temperature_is_its_own(world: SketchPhotoSet) -> None:
-    from duet_lib.losses import prompt_text_loss, triplet_loss
-
     gen = torch.Generator().manual_seed(0)
     b, m, f, e = 6, 1, 3, 8  # one negative column per kind
     out = {
