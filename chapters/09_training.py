@@ -325,9 +325,9 @@ env = env_report(seed=seed, device=device, profile=profile)
 # **Is the image side the ceiling?** Not quite, and finding out was cheap. We froze the
 # image features of the checkpoint this chapter saved with the average and the shared
 # temperature (sketches and photos through its $V$; the first row in bold type in the
-# trial table above) and
-# trained only a map from a sketch's feature to a query on them (400 steps of 32, the
-# batch InfoNCE, the same average; validation FG-SBIR over the 180 photos):
+# trial table above) and trained only a map from a sketch's feature to a query on them
+# (400 steps of 32, the batch InfoNCE, the same average; validation FG-SBIR over the
+# 180 photos):
 #
 # | map from $V(\text{sketch})$ to the query (frozen features) | validation Acc@1 | training sketches, 1,620-photo gallery |
 # |---|---:|---:|
@@ -340,13 +340,12 @@ env = env_report(seed=seed, device=device, profile=profile)
 # The features hold more than the duet's query gets out of them: a plain linear map finds
 # 0.62. The text encoder can express it (trained to return each training photo from its
 # own embedding, the same route then singles out every one of the 180 validation photos
-# from theirs, Acc@1 1.00), and at
-# temperature 0.15 it fits the training sketches as well as the direct maps do (0.39);
-# what it loses is 0.02–0.04 of generalisation to new shapes. The temperature is the knob
-# that moved it. Our reading: at 0.07 the batch InfoNCE is nearly solved (loss 0.35) and
-# its gradient rests on the few hardest photos; at 0.15 every photo of the batch keeps
-# pulling. In the
-# full run the softer temperature has to stay on $\mathcal{L}_{trip}$ alone: applied to
+# from theirs, Acc@1 1.00), and at temperature 0.15 it fits the training sketches as
+# well as the direct maps do (0.39); what it loses is 0.02–0.04 of generalisation to new
+# shapes. The temperature is the knob that moved it. Our reading: at 0.07 the batch
+# InfoNCE is nearly solved (loss 0.35) and its gradient rests on the few hardest
+# photos; at 0.15 every photo of the batch keeps pulling. In the full run the softer
+# temperature has to stay on $\mathcal{L}_{trip}$ alone: applied to
 # every InfoNCE term ($\mathcal{L}_{comp}$, $\mathcal{L}_{words}$, $\mathcal{L}_{TT}$) it
 # cost the duet (0.900 at step 400, below the late fusion of its own queries, 0.918).
 # `tau_trip=0.15` (our option, chosen on validation) lifts the sketch-only query over
