@@ -1213,6 +1213,15 @@ def mine_near_shapes(
     return table[shape].numpy().astype(np.int64)
 
 
+def _trainable_parameters(
+    model: torch.nn.Module,
+) -> tuple[list[str], list[torch.Tensor]]:
+    """The model's trainable parameter names and the parameters, in one order."""
+    named = dict(model.named_parameters())
+    names = list(model.trainable_parameter_names())
+    return names, [named[n] for n in names]
+
+
 @contextmanager
 def _parameters_set_to(params: Sequence[torch.Tensor], values: Sequence[torch.Tensor]):
     """Within the block ``params`` hold ``values``; afterwards their own again."""
@@ -1237,9 +1246,7 @@ class _WeightAverage:
     """
 
     def __init__(self, model: DuetModel, decay: float) -> None:
-        named = dict(model.named_parameters())
-        self.names = list(model.trainable_parameter_names())
-        self.params = [named[n] for n in self.names]
+        self.names, self.params = _trainable_parameters(model)
         self.decay = decay
         self.steps = 0
         self.shadow = [torch.zeros_like(p, requires_grad=False) for p in self.params]
@@ -1387,8 +1394,7 @@ def train_duet(
     # trip_memory: (sketch emb, photo emb, shape index) of the last k batches
     memory: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
     # near_shape negatives are mined with the weights of step 0, also when resuming
-    named = dict(model.named_parameters())
-    trainable_params = [named[n] for n in model.trainable_parameter_names()]
+    _, trainable_params = _trainable_parameters(model)
     step0 = (
         [p.detach().clone() for p in trainable_params]
         if ckpt is not None and "near_shape" in cfg.negative_kinds()
