@@ -375,8 +375,9 @@ env = env_report(seed=seed, device=device, profile=profile)
 # steps (seed 0, 800) take the query to 0.59–0.61 from step 500 on while the image side
 # stays at 0.65 and the late fusion of the duet's own halves climbs to 0.926, level with
 # the duet (0.931). So on the sharper features the route through the text encoder,
-# not the image side, is the limit (0.05 below it, against 0.02–0.04 in the frozen-feature
-# table), and the book keeps the 2100-step backbone. Closing that gap, a query route that
+# not the image side, is the limit: it stays 0.05 below the image side, where on the
+# book's backbone the two are level (0.602 against 0.583 at the selected step of the
+# teach seed). The book keeps the 2100-step backbone. Closing that gap, a query route that
 # generalises to new shapes as well as a direct map does, is open work (exercise 8).
 #
 # **What holds the sketch-only query back** (measured on the first-phase backbone, seed 0,
