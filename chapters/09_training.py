@@ -280,6 +280,7 @@ env = env_report(seed=seed, device=device, profile=profile)
 # | the same, seed 1 | 0.914 (step 200) | 0.520 / 0.596 |
 # | the same, seed 2 | 0.944 (step 200) | 0.517 / 0.591 |
 # | the same, seed 0, 800 steps | 0.939 (step 200) | 0.515 / 0.578 (0.593 at step 800) |
+# | the same, seed 0, `tau_trip=0.25` | 0.938 (step 200) | 0.546 / 0.583 |
 #
 # Four words lead by 0.8 points on the mean of two seeds, less than one seed's swing
 # between evaluations (seed 0: 0.942, 0.918, 0.934 at steps 200–400): a choice, not a
@@ -367,14 +368,15 @@ env = env_report(seed=seed, device=device, profile=profile)
 # 300-step second phase; 17 more minutes of chapter 02). Its features are sharper: on the
 # validation shapes the photo→photo gate rose from 0.578 to 0.656 and zero-shot
 # sketch→photo from 0.581 to 0.609 (both two-phase backbones, colour read in captions
-# 0.917 and 0.925). With this chapter's recipe on it (last four rows of the trial table)
+# 0.917 and 0.925). With this chapter's recipe on it (last five rows of the trial table)
 # the image side follows, 0.644–0.657 at step 400 against about 0.59, but the sketch-only
 # query does not: 0.588 at step 400 on the mean of three seeds against 0.581 on the book's
 # backbone. The duet now peaks at step 200, where the query still trails (mean 0.517 at
 # the selected step against 0.577), and its best falls from 0.943 to 0.932. Twice the
 # steps (seed 0, 800) take the query to 0.59–0.61 from step 500 on while the image side
 # stays at 0.65 and the late fusion of the duet's own halves climbs to 0.926, level with
-# the duet (0.931). So on the sharper features the route through the text encoder,
+# the duet (0.931); a softer `tau_trip=0.25` moves the query by a few queries (0.546 /
+# 0.583). So on the sharper features the route through the text encoder,
 # not the image side, is the limit: it stays 0.05 below the image side, where on the
 # book's backbone the two are level (0.602 against 0.583 at the selected step of the
 # teach seed). The book keeps the 2100-step backbone. Closing that gap, a query route that
