@@ -375,8 +375,8 @@ env = env_report(seed=seed, device=device, profile=profile)
 # the selected step against 0.577), and its best falls from 0.943 to 0.932. Twice the
 # steps (seed 0, 800) take the query to 0.59–0.61 from step 500 on while the image side
 # stays at 0.65 and the late fusion of the duet's own halves climbs to 0.926, level with
-# the duet (0.931); a softer `tau_trip=0.25` moves the query by a few queries (0.546 /
-# 0.583). So on the sharper features the route through the text encoder,
+# the duet (0.931); a softer `tau_trip=0.25` lifts the query at the selected step
+# (0.546 against 0.515) but not at step 400 (0.583 against 0.578). So on the sharper features the route through the text encoder,
 # not the image side, is the limit: it stays 0.05 below the image side, where on the
 # book's backbone the two are level (0.602 against 0.583 at the selected step of the
 # teach seed). The book keeps the 2100-step backbone. Closing that gap, a query route that
