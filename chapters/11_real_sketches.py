@@ -390,8 +390,8 @@ print(
 # Against the same runs without them, validation Acc@1 of the sketch-only query rose
 # from 0.158 to 0.178 for the duet and from 0.257 to 0.347 for experiment 3's deviation
 # (101 validation sketches); `ema_decay=None, tau_trip=None` restores the earlier
-# recipe. Two variations did not clear our bar for a change, set before we ran them (at
-# least two validation queries): decay 0.98 (validation 0.178 for the duet, 0.337 for
+# recipe. Two variations did not clear our bar for a change (a gain of at least two
+# validation queries, since one query is within the curve's noise): decay 0.98 (validation 0.178 for the duet, 0.337 for
 # the deviation) and 600 steps for the deviation (0.356). Their test rows, which chose
 # nothing, show how noisy Acc@1 is on 100 photos: the deviation's sketch-only query
 # read 12.1 % and 13.6 % there, against 9.0 % for the kept recipe (Acc@10 57.6 %, 57.3 %
