@@ -1371,6 +1371,14 @@ def train_duet(
                 f"(hash {ckpt.get('config_hash')!r}, this run {run_hash!r}); use a "
                 "new output_dir or delete the folder"
             )
+        if int(ckpt["step"]) > cfg.max_steps:
+            # max_steps is not hashed (a finished run can be extended), so a folder
+            # may hold a longer run whose kept state comes from beyond this request
+            raise ValueError(
+                f"{out_dir} holds this run trained to step {int(ckpt['step'])}, "
+                f"beyond max_steps={cfg.max_steps}; its kept state may come from a "
+                "later step. Use a new output_dir, or delete the folder to train anew"
+            )
 
     bundle.model.to(device)
     model = build_model(cfg, bundle)

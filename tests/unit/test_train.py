@@ -226,6 +226,34 @@ def test_resume_after_a_kill_equals_a_straight_run(
         plot_history({"train": [], "val": []})
 
 
+def test_a_shorter_request_does_not_load_a_longer_run(
+    world: SketchPhotoSet, tmp_path: Path
+) -> None:
+    """max_steps is not hashed: a finished run can be extended, but a folder holding
+    a longer run must not answer a shorter request with its later kept state."""
+    short = small_config(max_steps=3, eval_every=3)
+    train_duet(short, load_clip(MODEL, seed=0), world, tmp_path, quiet=True)
+    longer = train_duet(
+        short.replace(max_steps=6),
+        load_clip(MODEL, seed=0),
+        world,
+        tmp_path,
+        quiet=True,
+    )
+    assert longer.resumed_from == 3 and longer.step == 6 and longer.trained_now
+    with pytest.raises(ValueError, match="trained to step 6, beyond max_steps=3"):
+        train_duet(short, load_clip(MODEL, seed=0), world, tmp_path, quiet=True)
+    # the folder is untouched: the longer request still finds its finished run
+    again = train_duet(
+        short.replace(max_steps=6),
+        load_clip(MODEL, seed=0),
+        world,
+        tmp_path,
+        quiet=True,
+    )
+    assert again.stopped == "already_done" and again.step == 6
+
+
 def test_trip_memory_resumes_exactly_and_changes_training(
     world: SketchPhotoSet, tmp_path: Path
 ) -> None:
