@@ -281,6 +281,10 @@ env = env_report(seed=seed, device=device, profile=profile)
 # | the same, seed 2 | 0.944 (step 200) | 0.517 / 0.591 |
 # | the same, seed 0, 800 steps | 0.939 (step 200) | 0.515 / 0.578 (0.593 at step 800) |
 # | the same, seed 0, `tau_trip=0.25` | 0.938 (step 200) | 0.546 / 0.583 |
+# | the same, seed 0, without $\mathcal{L}_{comp}$ | 0.929 (step 200) | 0.520 / 0.587 |
+# | the same, seed 0, without $\mathcal{L}_{words}$ | 0.921 (step 100) | 0.415 / 0.635 |
+# | the same, seed 0, without $\mathcal{L}_{RT}$ | 0.934 (step 100) | 0.383 / 0.591 |
+# | the same, seed 0, without $\mathcal{L}_{rec}$ | 0.927 (step 100) | 0.400 / 0.594 |
 #
 # Four words lead by 0.8 points on the mean of two seeds, less than one seed's swing
 # between evaluations (seed 0: 0.942, 0.918, 0.934 at steps 200–400): a choice, not a
@@ -375,7 +379,7 @@ env = env_report(seed=seed, device=device, profile=profile)
 # 300-step second phase; 17 more minutes of chapter 02). Its features are sharper: on the
 # validation shapes the photo→photo gate rose from 0.578 to 0.656 and zero-shot
 # sketch→photo from 0.581 to 0.609 (both two-phase backbones, colour read in captions
-# 0.917 and 0.925). With this chapter's recipe on it (last five rows of the trial table)
+# 0.917 and 0.925). With this chapter's recipe on it (the last nine rows of the trial table)
 # the image side follows, 0.644–0.657 at step 400 against about 0.59, but the sketch-only
 # query does not: 0.588 at step 400 on the mean of three seeds against 0.581 on the book's
 # backbone. The duet now peaks at step 200, where the query still trails (mean 0.517 at
@@ -392,10 +396,14 @@ env = env_report(seed=seed, device=device, profile=profile)
 # (0.626) and below a direct linear map (0.677), the same 0.04 as on the book's
 # backbone; pulling the query towards $V(\text{sketch})$ as well (a cosine term of
 # weight 1 or 3) lowers it (0.628, 0.609). What holds the query back in the full run,
-# then, is the joint training itself: our guess, not yet tested, is that the converter
-# that makes $s^w$ also has to make $\Delta^w$ for the other terms while $V$ moves
-# beneath it. The book keeps the 2100-step backbone; finding what in the joint run
-# costs the query its 0.03–0.05 is open work (exercise 8).
+# then, is the joint training, and one term above all. Removing one term at a time
+# (seed 0, the last four rows of the trial table), only dropping our seventh term,
+# $\mathcal{L}_{words}$, frees the query (0.628 at step 300, 0.635 at step 400, the
+# route's frozen-feature level), and it takes the duet down to 0.80 with it; without
+# $\mathcal{L}_{comp}$, $\mathcal{L}_{RT}$ or $\mathcal{L}_{rec}$ the query stays at
+# 0.59. The term that teaches the duet to read the user's words pulls the sketch's
+# words away from what identifies the photo. The book keeps the 2100-step backbone;
+# a way to keep both is open work (exercise 8).
 #
 # **What holds the sketch-only query back** (measured on the first-phase backbone, seed 0,
 # with pseudo-words of real-word size, before the rescaling below).
@@ -659,8 +667,9 @@ metrics
 # 8. Run chapter 02 with `-p max_steps 3000` (about an hour; it caches that backbone
 #    beside the book's and prints its checkpoint), then this chapter with `pretrained`
 #    set to that file. Compare the image side and the sketch-only query at each
-#    evaluation. Then switch the other terms off one at a time (`loss_weights`): which
-#    of them holds the query below what its route reaches alone on frozen features?
+#    evaluation. Then look for a weight or a schedule of $\mathcal{L}_{words}$ that
+#    keeps the duet above 0.93 and lets the sketch-only query reach the 0.63 it finds
+#    without the term.
 #
 # ## References
 #
