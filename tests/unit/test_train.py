@@ -232,25 +232,17 @@ def test_a_shorter_request_does_not_load_a_longer_run(
     """max_steps is not hashed: a finished run can be extended, but a folder holding
     a longer run must not answer a shorter request with its later kept state."""
     short = small_config(max_steps=3, eval_every=3)
-    train_duet(short, load_clip(MODEL, seed=0), world, tmp_path, quiet=True)
-    longer = train_duet(
-        short.replace(max_steps=6),
-        load_clip(MODEL, seed=0),
-        world,
-        tmp_path,
-        quiet=True,
-    )
+
+    def run(cfg: TrainConfig):
+        return train_duet(cfg, load_clip(MODEL, seed=0), world, tmp_path, quiet=True)
+
+    run(short)
+    longer = run(short.replace(max_steps=6))
     assert longer.resumed_from == 3 and longer.step == 6 and longer.trained_now
     with pytest.raises(ValueError, match="trained to step 6, beyond max_steps=3"):
-        train_duet(short, load_clip(MODEL, seed=0), world, tmp_path, quiet=True)
+        run(short)
     # the folder is untouched: the longer request still finds its finished run
-    again = train_duet(
-        short.replace(max_steps=6),
-        load_clip(MODEL, seed=0),
-        world,
-        tmp_path,
-        quiet=True,
-    )
+    again = run(short.replace(max_steps=6))
     assert again.stopped == "already_done" and again.step == 6
 
 
