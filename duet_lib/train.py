@@ -121,7 +121,14 @@ _HASHED_WHEN_CHANGED = (
 )
 
 _AMP = ("off", "bf16", "fp16")
-_SELECT = ("auto", "fgsbir_acc@1", "duet_acc@1", "fgsbir_mrr", "duet_mrr")
+_SELECT = (
+    "auto",
+    "fgsbir_acc@1",
+    "duet_acc@1",
+    "both_acc@1",
+    "fgsbir_mrr",
+    "duet_mrr",
+)
 
 
 def _choice(name: str, value: Any, choices: Sequence[Any]) -> str | None:
@@ -162,6 +169,8 @@ class TrainConfig:
         patience: evaluations without improvement before stopping; None = never.
         select_metric: validation metric that picks ``best.pt``; "auto" is
             "duet_acc@1" for datasets with world attributes, else "fgsbir_acc@1".
+            "both_acc@1" (our option) is the mean of the two, so that neither
+            query the one model serves can be traded away unseen.
         num_workers: DataLoader worker processes (0 on CPU is usually fastest).
         eval_batch_size: batch size of evaluation passes.
         lr_visual: Adam learning rate of V's trainable parameters (LayerNorms).
@@ -1145,6 +1154,20 @@ def _write_json(path: Path, obj: Any) -> None:
     atomic_write(path, lambda handle: handle.write(text))
 
 
+def _with_selection(cfg: TrainConfig, metrics: dict[str, Any]) -> dict[str, Any]:
+    """``metrics`` plus the derived selection metric ``both_acc@1`` when selected."""
+    if cfg.select_metric == "both_acc@1":
+        if "duet_acc@1" not in metrics or "fgsbir_acc@1" not in metrics:
+            raise ValueError(
+                "select_metric 'both_acc@1' needs duet_acc@1 and fgsbir_acc@1, and "
+                "duet_* metrics need world attributes"
+            )
+        metrics["both_acc@1"] = 0.5 * (
+            float(metrics["duet_acc@1"]) + float(metrics["fgsbir_acc@1"])
+        )
+    return metrics
+
+
 def _select_name(cfg: TrainConfig, metrics: Mapping[str, Any]) -> str:
     if cfg.select_metric != "auto":
         if cfg.select_metric not in metrics:
@@ -1342,6 +1365,12 @@ def train_duet(
                 f"dataset {dataset.name!r} has no {split} sketches; training needs "
                 "train and val splits (load it with val_fraction > 0)"
             )
+    if cfg.select_metric.startswith(("duet_", "both_")) and not dataset.attributes:
+        raise ValueError(
+            f"select_metric {cfg.select_metric!r} needs the duet metrics, which need "
+            f"world attributes; dataset {dataset.name!r} has none (use "
+            "'fgsbir_acc@1' or 'auto')"
+        )
     t_start = time.perf_counter()
     world, rank, local_rank = _distributed()
     if world > 1 and torch.cuda.is_available():
@@ -1515,8 +1544,11 @@ def train_duet(
         """Validation, best/last checkpoints; returns True to stop (patience)."""
         nonlocal best_step, best_value, best_metrics, stale
         with average.swapped_in() if average is not None else nullcontext():
-            metrics = evaluate_duet(
-                model, dataset, "val", batch_size=cfg.eval_batch_size, cache=cache
+            metrics = _with_selection(
+                cfg,
+                evaluate_duet(
+                    model, dataset, "val", batch_size=cfg.eval_batch_size, cache=cache
+                ),
             )
             # the evaluated weights (the average when ema_decay is set)
             state = model.trainable_state_dict()

@@ -546,6 +546,32 @@ def test_model_selection_reads_val_and_never_test(
     assert saved["val"] == vals
 
 
+def test_selection_on_both_queries(world: SketchPhotoSet, tmp_path: Path) -> None:
+    cfg = small_config(max_steps=4, eval_every=2, select_metric="both_acc@1")
+    bundle = load_clip(MODEL, seed=0)
+    result = train_duet(cfg, bundle, world, tmp_path / "run", quiet=True)
+    assert result.select_metric == "both_acc@1"
+    vals = result.history["val"]
+    for v in vals:
+        assert v["both_acc@1"] == pytest.approx(
+            (v["duet_acc@1"] + v["fgsbir_acc@1"]) / 2
+        )
+    values = [v["both_acc@1"] for v in vals]
+    assert result.best_step == vals[values.index(max(values))]["step"]
+    assert load_checkpoint(tmp_path / "run" / "best.pt")["step"] == result.best_step
+    # the selection is part of the run's identity
+    assert _run_identity(cfg, bundle, world) != _run_identity(
+        small_config(max_steps=4, eval_every=2), bundle, world
+    )
+    # a dataset without world attributes has no duet metric to average: refused
+    # before anything is trained or written
+    with pytest.raises(ValueError, match="both_acc@1.*world attributes"):
+        train_duet(
+            cfg, bundle, plain_set(tmp_path / "plain"), tmp_path / "p", quiet=True
+        )
+    assert not (tmp_path / "p").exists()
+
+
 def test_bad_training_inputs(world: SketchPhotoSet, tmp_path: Path) -> None:
     no_val = SketchPhotoSet(
         world.name,
