@@ -37,6 +37,17 @@ class ParamSpec:
     choices: tuple[Any, ...] | None = None
 
 
+#: Validation metrics that can select a training run's checkpoint (duet_lib.train).
+SELECT_METRICS = (
+    "auto",
+    "fgsbir_acc@1",
+    "duet_acc@1",
+    "both_acc@1",
+    "fgsbir_mrr",
+    "duet_mrr",
+)
+
+
 def _int(lo: int | None = None, hi: int | None = None, none_ok: bool = False):
     def check(v: Any) -> str | None:
         if v is None and none_ok:
@@ -227,6 +238,19 @@ PARAMS: dict[str, ParamSpec] = {
         "temperature of L_trip's InfoNCE (our option; None = the shared tau of "
         "the InfoNCE terms)",
         _float(1e-4, 10.0, none_ok=True),
+    ),
+    "reg_detach": ParamSpec(
+        "stop L_reg's gradient through the sketch-only query, so the hinge can only "
+        "move the neutral-text query (our option; False = the paper's equation as "
+        "written)",
+        _bool,
+    ),
+    "select_metric": ParamSpec(
+        "validation metric that selects the checkpoint: auto (duet_acc@1 on the "
+        "world, fgsbir_acc@1 elsewhere), fgsbir_acc@1, duet_acc@1, both_acc@1 (their "
+        "mean, our option), fgsbir_mrr or duet_mrr",
+        _choice(*SELECT_METRICS),
+        SELECT_METRICS,
     ),
     "unfreeze_blocks": ParamSpec(
         "also train the last k visual blocks (a deviation from the paper)", _int(0, 48)

@@ -62,6 +62,7 @@ from duet_lib.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from duet_lib.config import SELECT_METRICS as _SELECT
 from duet_lib.data.pairs import (
     NEGATIVE_KINDS,
     PhotoCache,
@@ -121,14 +122,6 @@ _HASHED_WHEN_CHANGED = (
 )
 
 _AMP = ("off", "bf16", "fp16")
-_SELECT = (
-    "auto",
-    "fgsbir_acc@1",
-    "duet_acc@1",
-    "both_acc@1",
-    "fgsbir_mrr",
-    "duet_mrr",
-)
 
 
 def _choice(name: str, value: Any, choices: Sequence[Any]) -> str | None:
