@@ -224,6 +224,11 @@ PARAMS: dict[str, ParamSpec] = {
         "1 keeps real-word size)",
         _float(0.01, 99),
     ),
+    "words_scale": ParamSpec(
+        "factor on the sketch's pseudo-words where the user's words follow them "
+        "(our option; 1 = the same pseudo-words as the sketch-only query)",
+        _float(0.01, 10),
+    ),
     "trip_memory": ParamSpec(
         "remembered batches in L_trip's InfoNCE (our option; 0 = off, needs "
         "trip_form infonce)",

@@ -119,6 +119,7 @@ _HASHED_WHEN_CHANGED = (
     "ema_decay",
     "near_shape_pool",
     "tau_trip",
+    "words_scale",
 )
 
 _AMP = ("off", "bf16", "fp16")
@@ -230,6 +231,8 @@ class TrainConfig:
         converter_dropout: dropout of C_v2w.
         token_scale: norm of C_v2w's pseudo-words as a multiple of the mean
             norm of a real word's token embedding (1 = the same size).
+        words_scale: factor on s^w where real words follow it, in the duet
+            query [P^L ; s^w ; words] and in L_words (1 = none; our option).
         decoder_size: G's output side (32, 64 or 128).
         augment: augment training sketches.
         stroke_drop: probability of dropping a stroke.
@@ -291,6 +294,7 @@ class TrainConfig:
     converter_hidden: int | None = None
     converter_dropout: float = 0.1
     token_scale: float = 1.0
+    words_scale: float = 1.0
     decoder_size: int = 64
     augment: bool = True
     stroke_drop: float = 0.1
@@ -361,6 +365,7 @@ class TrainConfig:
             _integer("converter_hidden", self.converter_hidden, 1, none_ok=True),
             _number("converter_dropout", self.converter_dropout, 0.0, 0.99),
             _number("token_scale", self.token_scale, 0.01, 99.0),
+            _number("words_scale", self.words_scale, 0.01, 10.0),
             _choice("decoder_size", self.decoder_size, (32, 64, 128)),
             _number("line_width", self.line_width, 0.1, 64.0),
         ]
@@ -516,6 +521,7 @@ def build_model(cfg: TrainConfig, bundle: ClipBundle) -> DuetModel:
         converter_hidden=cfg.converter_hidden,
         converter_dropout=cfg.converter_dropout,
         token_scale=cfg.token_scale,
+        words_scale=cfg.words_scale,
         decoder_size=cfg.decoder_size,
         unfreeze_last_visual_blocks=cfg.unfreeze_last_visual_blocks,
         delta=cfg.delta_options(),

@@ -172,6 +172,11 @@ class DuetModel(nn.Module):
             (B, K_s, d) wherever this class says (B, d).
         token_scale: norm of the pseudo-words C_v2w writes, as a multiple of
             ``token_norm`` (1: the size of a typical real word; our option).
+        words_scale: factor on s^w in the query with real words, [P^L ; s^w ;
+            words] (the test-time duet query, and our L_words); 1 uses s^w as
+            the sketch-only query does. Below 1 the user's words weigh more
+            against louder pseudo-words (our option; ``token_scale`` sets the
+            norm of s^w everywhere, this only where real words follow it).
         seed: seed of the initialisation of C_v2w, P^L (random init) and G.
 
     Attributes:
@@ -198,6 +203,7 @@ class DuetModel(nn.Module):
         neutral_texts: Sequence[str] | None = None,
         sketch_tokens: int = 1,
         token_scale: float = 1.0,
+        words_scale: float = 1.0,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -230,6 +236,10 @@ class DuetModel(nn.Module):
         table = self.clip.token_embedding.weight.detach()
         self.token_norm = float(table.norm(dim=1).mean())
         self.token_scale = float(token_scale)
+        ok = isinstance(words_scale, int | float) and not isinstance(words_scale, bool)
+        if not ok or not 0 < words_scale <= 10:
+            raise ValueError(f"words_scale must be in (0, 10], got {words_scale!r}")
+        self.words_scale = float(words_scale)
         embed_dim, token_dim = int(bundle.embed_dim), int(bundle.token_dim)
         self.converter = VisualToWord(
             embed_dim,
@@ -545,7 +555,10 @@ class DuetModel(nn.Module):
         k = self.n_prompt_tokens
         ns = self.sketch_tokens
         ids = tokenize_templates(self.bundle, [_template(k + ns, t) for t in texts])
-        pseudo = torch.cat([self._prompt_rows(b), pseudo_rows(sketch_word)], dim=1)
+        word = (
+            sketch_word if self.words_scale == 1.0 else sketch_word * self.words_scale
+        )
+        pseudo = torch.cat([self._prompt_rows(b), pseudo_rows(word)], dim=1)
         return QuerySpec(ids.to(self._ids_sketch.device), pseudo, (b,))
 
     # -------------------------------------------------------------- text encoding
@@ -777,7 +790,7 @@ class DuetModel(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"prompt_tokens={self.n_prompt_tokens}, sketch_tokens={self.sketch_tokens}, "
-            f"token_norm={self.token_norm:.4g}, "
+            f"token_norm={self.token_norm:.4g}, words_scale={self.words_scale:g}, "
             f"fixed_prompts={len(self.fixed_prompts)}, "
             f"neutral_texts={len(self.neutral_texts)}, delta={self.delta_options}"
         )

@@ -368,3 +368,34 @@ def test_sketch_phrase_of_several_pseudo_words() -> None:
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="sketch_tokens"):
         DuetModel(load_clip("duet-tiny-conv-96", seed=0), sketch_tokens=0)
+
+
+def test_words_scale_scales_the_sketch_word_only_before_real_words() -> None:
+    bundle = load_clip("duet-tiny-conv-96", seed=0)
+    plain = DuetModel(bundle, token_scale=3.0, sketch_tokens=2, seed=0).eval()
+    quiet = DuetModel(
+        bundle, token_scale=3.0, sketch_tokens=2, words_scale=0.5, seed=0
+    ).eval()
+    emb = torch.randn(B, bundle.embed_dim, generator=torch.Generator().manual_seed(1))
+    word = plain.sketch_word(emb)
+    k = plain.n_prompt_tokens
+    text, text_q = plain.spec_text(word, "in red"), quiet.spec_text(word, "in red")
+    torch.testing.assert_close(text_q.pseudo[:, :k], text.pseudo[:, :k])  # P^L
+    torch.testing.assert_close(text_q.pseudo[:, k:], 0.5 * text.pseudo[:, k:])
+    assert torch.equal(text_q.ids, text.ids)
+    # the sketch-only, Delta, neutral and fixed-prompt queries are untouched
+    for name, args in (
+        ("spec_sketch", (word,)),
+        ("spec_delta", (word, word)),
+        ("spec_neutral", (word, 0)),
+        ("spec_fixed", (word, 0)),
+    ):
+        a, b = getattr(plain, name)(*args), getattr(quiet, name)(*args)
+        torch.testing.assert_close(b.pseudo, a.pseudo, msg=name)
+    # and the encoded duet query changes with it
+    assert not torch.allclose(
+        plain.query_text(emb, "in red"), quiet.query_text(emb, "in red")
+    )
+    for bad in (0, -1.0, 11, True, "0.5"):
+        with pytest.raises(ValueError, match="words_scale"):
+            DuetModel(bundle, words_scale=bad)

@@ -341,6 +341,18 @@ def test_trip_temperature_is_its_own(world: SketchPhotoSet) -> None:
         TrainConfig(tau_trip=0.0)
 
 
+def test_words_scale_reaches_the_model_and_the_hash(world: SketchPhotoSet) -> None:
+    bundle = load_clip(MODEL, seed=0)
+    plain, quiet = small_config(), small_config(words_scale=0.67)
+    assert "words_scale" not in _run_identity(plain, bundle, world)["config"]
+    assert _run_identity(quiet, bundle, world)["config"]["words_scale"] == 0.67
+    assert build_model(quiet, bundle).words_scale == 0.67
+    assert build_model(plain, bundle).words_scale == 1.0
+    assert TrainConfig.from_dict(quiet.to_dict()) == quiet
+    with pytest.raises(ValueError, match="words_scale"):
+        TrainConfig(words_scale=0.0)
+
+
 def test_weight_average_is_bias_corrected() -> None:
     class Toy(torch.nn.Module):
         def __init__(self) -> None:
