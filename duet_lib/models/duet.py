@@ -555,9 +555,7 @@ class DuetModel(nn.Module):
         k = self.n_prompt_tokens
         ns = self.sketch_tokens
         ids = tokenize_templates(self.bundle, [_template(k + ns, t) for t in texts])
-        word = (
-            sketch_word if self.words_scale == 1.0 else sketch_word * self.words_scale
-        )
+        word = sketch_word * self.words_scale  # exact when 1
         pseudo = torch.cat([self._prompt_rows(b), pseudo_rows(word)], dim=1)
         return QuerySpec(ids.to(self._ids_sketch.device), pseudo, (b,))
 
