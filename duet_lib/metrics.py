@@ -20,6 +20,7 @@ import torch
 
 __all__ = [
     "acc_at_k",
+    "bootstrap_rate",
     "attribute_at_1",
     "chance_acc_at_k",
     "mean_average_precision",
@@ -123,6 +124,66 @@ def acc_at_k(
     if int(ranks_t.min()) < 1:
         raise ValueError(f"ranks are 1-based; found {int(ranks_t.min())}")
     return {f"acc@{k}": float((ranks_t <= k).double().mean()) for k in ks}
+
+
+def bootstrap_rate(
+    hits: Any,
+    groups: Sequence[Any],
+    n_boot: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, float]:
+    """A rate (e.g. Acc@1) with its uncertainty over the *groups* it was measured on.
+
+    Queries of one shape share that shape's difficulty, so they are not independent
+    draws: the spread of an Acc@1 over another set of shapes is wider than a
+    per-query binomial error says. This resamples whole groups (a cluster
+    bootstrap: draw as many groups as there are, with replacement, and pool their
+    queries) and reports the spread of the pooled rate. Chapter 09 uses it to ask
+    how far apart two models must be on 180 validation shapes before the
+    difference says something about other shapes.
+
+    Args:
+        hits: (Q,) bools or 0/1 values, one per query.
+        groups: Q hashable group labels (e.g. the target's shape id).
+        n_boot: bootstrap resamples.
+        seed: seed of the resampling (same seed, same numbers).
+        level: coverage of the percentile interval.
+
+    Returns:
+        ``{"rate", "se", "low", "high", "groups"}``: the observed rate, the
+        bootstrap standard error, the percentile interval and the number of groups.
+
+    Raises:
+        ValueError: empty or mismatched inputs, values other than 0/1, or a bad
+            ``n_boot`` or ``level``.
+    """
+    h = np.asarray(hits.cpu() if isinstance(hits, torch.Tensor) else hits)
+    if h.ndim != 1 or h.size == 0:
+        raise ValueError(f"hits must be a non-empty (Q,) vector, got shape {h.shape}")
+    if not np.isin(h, (0, 1)).all():
+        raise ValueError("hits must be booleans or 0/1 values")
+    if len(groups) != h.size:
+        raise ValueError(f"{h.size} hits but {len(groups)} group labels")
+    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 2:
+        raise ValueError(f"n_boot must be an integer >= 2, got {n_boot!r}")
+    if not 0.0 < float(level) < 1.0:
+        raise ValueError(f"level must lie in (0, 1), got {level!r}")
+    codes: dict[Any, int] = {}
+    index = np.array([codes.setdefault(g, len(codes)) for g in groups])
+    n_groups = len(codes)
+    hit_sum = np.bincount(index, weights=h.astype(np.float64), minlength=n_groups)
+    count = np.bincount(index, minlength=n_groups).astype(np.float64)
+    draws = np.random.default_rng(seed).integers(0, n_groups, (n_boot, n_groups))
+    rates = hit_sum[draws].sum(1) / count[draws].sum(1)
+    tail = (1.0 - float(level)) / 2
+    return {
+        "rate": float(hit_sum.sum() / count.sum()),
+        "se": float(rates.std(ddof=1)),
+        "low": float(np.quantile(rates, tail)),
+        "high": float(np.quantile(rates, 1 - tail)),
+        "groups": n_groups,
+    }
 
 
 def chance_acc_at_k(n_gallery: int, k: int) -> float:

@@ -141,6 +141,7 @@ __all__ = [
     "shape_phrases",
     "shape_vocabulary",
     "split_sketches",
+    "widen_split",
 ]
 
 #: Version of the on-disk format and of the generator; part of the config hash, so
@@ -395,6 +396,24 @@ def _shape_seed(
     return np.random.default_rng([seed, kind, cat_index, *rest])
 
 
+def _described_photo(
+    shape: Shape,
+    app: Appearance,
+    variant: int,
+    split: str,
+    rng: np.random.Generator,
+    cfg: WorldConfig,
+) -> dict[str, Any]:
+    """A photo's attributes with its texts: ``cfg.captions_per_photo`` captions, a
+    line-drawing caption and the appearance phrase, drawn from ``rng`` in that
+    order (the order fixes a world's texts)."""
+    attrs = photo_attributes(shape, app, variant=variant, split=split)
+    attrs["captions"] = [caption(attrs, rng) for _ in range(cfg.captions_per_photo)]
+    attrs["line_drawing_caption"] = line_drawing_caption(attrs, rng)
+    attrs["appearance_phrase"] = appearance_phrase(attrs, rng)
+    return attrs
+
+
 def _render_task(
     task: dict[str, Any],
 ) -> tuple[list[tuple[str, dict]], list[tuple[str, np.ndarray]]]:
@@ -415,13 +434,9 @@ def _render_task(
         Image.fromarray(img).save(
             photo_dir / f"{pid}.png", format="PNG", compress_level=1
         )
-        attrs = photo_attributes(shape, app, variant=k, split=split)
-        trng = _shape_seed(cfg.seed, 3, ci, idx, k)
-        attrs["captions"] = [
-            caption(attrs, trng) for _ in range(cfg.captions_per_photo)
-        ]
-        attrs["line_drawing_caption"] = line_drawing_caption(attrs, trng)
-        attrs["appearance_phrase"] = appearance_phrase(attrs, trng)
+        attrs = _described_photo(
+            shape, app, k, split, _shape_seed(cfg.seed, 3, ci, idx, k), cfg
+        )
         photos.append((pid, attrs))
     sketches = []
     for n in range(cfg.sketches_per_shape):
@@ -732,6 +747,95 @@ def load_world(
         sketches=sketches,
         skipped=list(ws.skipped),
         attributes=attributes,
+    )
+
+
+def widen_split(
+    ws: SketchPhotoSet,
+    split: str = "val",
+    variants: int | None = None,
+    quiet: bool = True,
+) -> SketchPhotoSet:
+    """The world with more appearance variants for each shape of a split
+    (chapter 09): a validation duet gallery built like the test one.
+
+    The validation shapes are carved out of the training shapes, so they carry
+    ``train_variants`` photos each (two in the teach world) drawn without the
+    held-out colour/pattern combinations, while every test shape has
+    ``test_variants`` (four), held-out combinations allowed. A duet query on the
+    validation split therefore chooses among fewer photos of its shape, none of
+    them in an unseen combination, and validation flatters the duet against test.
+    This adds, for each shape of ``split``, new gallery-only photos (no sketch pairs
+    with them; :func:`duet_queries` makes a query of each) until the shape has
+    ``variants`` of them, each in a colour the shape does not have yet, drawn as a
+    test variant is drawn. The photos are rendered once into ``<world>/photo_wide``
+    (a function of the world seed and the shape only) and reused.
+
+    Args:
+        ws: a world loaded with :func:`load_world`.
+        split: the split to widen ("val"; widening "train" would add training data).
+        variants: photos per shape afterwards; None: the world's ``test_variants``.
+        quiet: hide the progress bar.
+
+    Returns:
+        A new :class:`SketchPhotoSet` (``ws`` is left as it was).
+
+    Raises:
+        WorldError: a dataset without world attributes, the training split, or a
+            ``variants`` below what a shape already has or above the colours.
+    """
+    _require_attrs(ws)
+    if split not in ("val", "test"):
+        raise WorldError(
+            f"widen_split widens an evaluation split ('val' or 'test'), not {split!r}"
+        )
+    meta = read_world_meta(ws.root)
+    cfg = WorldConfig(**meta["config"])
+    n = cfg.test_variants if variants is None else variants
+    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= len(COLOURS):
+        raise WorldError(f"variants must be an integer in 1..{len(COLOURS)}, got {n!r}")
+    by_shape: dict[str, list[str]] = {}
+    for pid, s in sorted(ws.photo_split.items()):
+        if s == split and pid in ws.attributes:
+            by_shape.setdefault(ws.attributes[pid]["shape_id"], []).append(pid)
+    most = max((len(v) for v in by_shape.values()), default=0)
+    if n < most:
+        raise WorldError(
+            f"{split} shapes already have up to {most} variants; variants={n} would "
+            "remove photos"
+        )
+    folder = Path(ws.root) / "photo_wide"
+    folder.mkdir(exist_ok=True)
+    photos, photo_split = dict(ws.photos), dict(ws.photo_split)
+    attributes = {pid: dict(a) for pid, a in ws.attributes.items()}
+    for sid, pids in tqdm(
+        sorted(by_shape.items()), desc=f"widen {split}", disable=quiet, leave=False
+    ):
+        first = ws.attributes[pids[0]]
+        shape = shape_from_attributes(first)
+        ci = CATEGORIES.index(shape.category)
+        number = int(sid.rsplit("_", 1)[-1])
+        used = [ws.attributes[p]["colour"] for p in pids]
+        rng = _shape_seed(cfg.seed, 5, ci, number)
+        free = tuple(c for c in COLOURS if c not in used)
+        for k in range(len(pids), n):
+            app = random_appearance(rng, shape.category, colours=free)
+            free = tuple(c for c in free if c != app.colour)
+            pid = f"{sid}_w{k}"
+            path = folder / f"{pid}.png"
+            if not path.is_file():
+                img = render_photo(
+                    shape, app, _shape_seed(cfg.seed, 6, ci, number, k), cfg.image_size
+                )
+                part = path.with_suffix(".part")
+                Image.fromarray(img).save(part, format="PNG", compress_level=1)
+                part.replace(path)
+            attrs = _described_photo(
+                shape, app, k, split, _shape_seed(cfg.seed, 7, ci, number, k), cfg
+            )
+            photos[pid], photo_split[pid], attributes[pid] = path, split, attrs
+    return dataclasses.replace(
+        ws, photos=photos, photo_split=photo_split, attributes=attributes
     )
 
 

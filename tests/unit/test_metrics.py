@@ -9,6 +9,7 @@ import torch
 from duet_lib.metrics import (
     acc_at_k,
     attribute_at_1,
+    bootstrap_rate,
     chance_acc_at_k,
     mean_average_precision,
     ranks_pessimistic,
@@ -232,3 +233,50 @@ def test_retrieval_report_perfect_and_collapsed():
     assert perfect["acc@1"] == 1.0 and perfect["mrr"] == 1.0
     collapsed = retrieval_report(torch.zeros(5, 5), torch.arange(5), ks=(1,))
     assert collapsed["acc@1"] == 0.0 and collapsed["mean_rank"] == 5.0
+
+
+# --------------------------------------------------------------- bootstrap_rate
+
+
+def test_bootstrap_rate_is_exact_when_every_group_has_the_same_rate():
+    hits = [1, 0] * 30  # each group: one hit of two
+    groups = [g for g in range(30) for _ in range(2)]
+    out = bootstrap_rate(hits, groups, n_boot=200)
+    assert out == {"rate": 0.5, "se": 0.0, "low": 0.5, "high": 0.5, "groups": 30}
+
+
+def test_bootstrap_rate_widens_with_clustered_queries():
+    # 50 groups of 10 queries; a group is all hits or all misses
+    hits = np.repeat(np.arange(50) % 2, 10).astype(bool)
+    clustered = bootstrap_rate(hits, np.repeat(np.arange(50), 10), n_boot=4000)
+    independent = bootstrap_rate(hits, np.arange(500), n_boot=4000)
+    assert clustered["rate"] == independent["rate"] == 0.5
+    assert clustered["groups"] == 50 and independent["groups"] == 500
+    # binomial errors over 50 groups and over 500 queries
+    assert clustered["se"] == pytest.approx((0.25 / 50) ** 0.5, rel=0.15)
+    assert independent["se"] == pytest.approx((0.25 / 500) ** 0.5, rel=0.15)
+    assert clustered["low"] < 0.5 - clustered["se"] < 0.5 + clustered["se"]
+    assert 0.5 + clustered["se"] < clustered["high"]
+    # torch input, string labels and the seed give the same numbers again
+    again = bootstrap_rate(
+        torch.from_numpy(hits),
+        [f"s{g}" for g in np.repeat(np.arange(50), 10)],
+        n_boot=4000,
+    )
+    assert again == clustered
+    assert bootstrap_rate(hits, np.arange(500), n_boot=4000, seed=1) != independent
+
+
+@pytest.mark.parametrize(
+    "hits, groups, kwargs, message",
+    [
+        ([], [], {}, "non-empty"),
+        ([1, 0, 2], [0, 1, 2], {}, "0/1"),
+        ([1, 0], [0], {}, "2 hits but 1 group"),
+        ([1, 0], [0, 1], {"n_boot": 1}, "n_boot"),
+        ([1, 0], [0, 1], {"level": 1.0}, "level"),
+    ],
+)
+def test_bootstrap_rate_rejects_bad_input(hits, groups, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        bootstrap_rate(hits, groups, **kwargs)

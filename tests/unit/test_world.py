@@ -334,6 +334,65 @@ def test_duet_queries(ws):
     assert all(len(t) == SMOKE.test_variants for t in texts_per_sketch.values())
 
 
+def test_widen_split_builds_a_validation_gallery_like_the_test_one(world_dir, tmp_path):
+    import shutil
+
+    root = tmp_path / "world"
+    shutil.copytree(world_dir, root)  # widening writes photos into the world folder
+    ws = W.load_world(root)
+    before = (dict(ws.photos), dict(ws.photo_split), dict(ws.attributes))
+    wide = W.widen_split(ws, "val")
+    assert (dict(ws.photos), dict(ws.photo_split), dict(ws.attributes)) == before
+    by_shape: dict[str, list[str]] = {}
+    for pid in W.duet_gallery(wide, "val"):
+        by_shape.setdefault(wide.attributes[pid]["shape_id"], []).append(pid)
+    assert by_shape and len(by_shape) == len(ws.photo_ids("val"))
+    for sid, pids in by_shape.items():
+        assert len(pids) == SMOKE.test_variants  # as many as a test shape has
+        colours = [wide.attributes[p]["colour"] for p in pids]
+        assert len(set(colours)) == len(pids)
+        assert len({json.dumps(wide.attributes[p]["params"]) for p in pids}) == 1
+        new = [p for p in pids if p not in ws.photos]
+        assert len(new) == SMOKE.test_variants - SMOKE.train_variants
+        for p in new:
+            a = wide.attributes[p]
+            assert a["split"] == "val" and a["shape_id"] == sid
+            assert a["appearance_phrase"] and a["captions"]
+            with Image.open(wide.photos[p]) as im:
+                assert im.size == (SMOKE.image_size, SMOKE.image_size)
+    # the new photos are gallery-only: FG-SBIR queries and gallery are unchanged,
+    # and every sketch is asked once per variant of its shape
+    assert wide.photo_ids("val") == ws.photo_ids("val")
+    assert wide.sketches == ws.sketches
+    n_sk = len(ws.sketches_in("val"))
+    assert len(W.duet_queries(wide, "val")) == n_sk * SMOKE.test_variants
+    assert W.duet_gallery(wide, "test") == W.duet_gallery(ws, "test")
+    # rendered once: a second call reuses the files and gives the same attributes
+    files = sorted((root / "photo_wide").glob("*.png"))
+    stamps = [f.stat().st_mtime_ns for f in files]
+    again = W.widen_split(W.load_world(root), "val")
+    assert again.attributes == wide.attributes and again.photos == wide.photos
+    assert [f.stat().st_mtime_ns for f in files] == stamps
+    # more variants: the first ones stay, more colours follow
+    wider = W.widen_split(ws, "val", variants=SMOKE.test_variants + 2)
+    assert set(wide.photos) < set(wider.photos)
+    assert all(wider.attributes[p] == wide.attributes[p] for p in wide.attributes)
+
+
+@pytest.mark.parametrize(
+    "split, variants, message",
+    [
+        ("train", None, "evaluation split"),
+        ("val", 1, "would remove photos"),
+        ("val", 12, "integer in 1..11"),
+        ("val", 2.5, "integer in 1..11"),
+    ],
+)
+def test_widen_split_refuses_bad_requests(ws, split, variants, message):
+    with pytest.raises(W.WorldError, match=message):
+        W.widen_split(ws, split, variants)
+
+
 def test_held_out_combinations_absent_from_training(ws):
     held = set(SMOKE.held_out)
     for pid, attrs in ws.attributes.items():
