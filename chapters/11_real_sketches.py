@@ -43,6 +43,7 @@ from duet_lib.baselines import (
 )
 from duet_lib.book import chapter_card
 from duet_lib.checkpoint import config_hash
+from duet_lib.classic import HogConfig, MetricConfig, hog_split, train_hog_metric
 from duet_lib.config import validate_params
 from duet_lib.data.loaders import DatasetNotFoundError, load_dataset
 from duet_lib.data.records import SPLITS
@@ -84,6 +85,7 @@ max_steps = 100  # duet training steps
 baseline_steps = 100  # B-CLIP training steps
 deviation_blocks = 4  # experiment 3 also trains V's last k blocks (0 skips it)
 deviation_steps = 300  # training steps of experiment 3
+hog_steps = 400  # steps of the classic HOG reference, experiment 4 (0 skips it)
 batch_size = 32  # sketches per step
 lr_visual = 1e-3  # learning rate of the LayerNorms of V, for the duet and B-CLIP
 lr_modules = 1e-3  # learning rate of C_v2w, P^L and G
@@ -114,6 +116,7 @@ validate_params(
     baseline_steps=baseline_steps,
     deviation_blocks=deviation_blocks,
     deviation_steps=deviation_steps,
+    hog_steps=hog_steps,
     batch_size=batch_size,
     lr_visual=lr_visual,
     lr_modules=lr_modules,
@@ -143,6 +146,7 @@ query_text = text or {"chairv2": "a chair", "shoev2": "a shoe"}[dataset]
 # The smoke profile sets max_steps only; B-CLIP then takes as few steps as the duet.
 bclip_steps = min(baseline_steps, max_steps) if profile == "smoke" else baseline_steps
 dev_steps = min(deviation_steps, max_steps) if profile == "smoke" else deviation_steps
+hog_train_steps = min(hog_steps, max_steps) if profile == "smoke" else hog_steps
 t_chapter = time.perf_counter()
 
 
@@ -489,6 +493,72 @@ else:
     print("experiment 3 skipped (deviation_blocks = 0)")
 
 # %% [markdown]
+# ## Experiment 4: a classic reference without deep features
+#
+# Is it the number of real sketches that holds these rows down, or the embedded
+# backbone's features? A reference that uses the same sketches but no network at all
+# separates the two. Before deep features, fine-grained SBIR compared histograms of
+# oriented gradients (HOG; Dalal and Triggs, 2005) of sketch and photo and learned a
+# ranking on top; Yu et al. (2016) report such a row, dense HOG with a ranking SVM,
+# beside their Triplet-SN. Ours (`duet_lib.classic`, our construction, not theirs):
+# HOG of the grayscale photo and of the rasterised sketch at 128 px in 16-pixel cells
+# (1764 numbers each, scikit-image), one linear map to 256 dimensions shared by both,
+# trained for `hog_steps` steps with an InfoNCE in which each training sketch must
+# pick its photo among all training photos, and the state with the best validation
+# Acc@1 kept. It takes seconds. We picked its settings on validation (three seeds
+# each): cells of 8 or 16 pixels at 64-160 px, 64-512 output dimensions, temperatures
+# 0.05-0.1 and weight decays up to 0.1 all reached a mean validation Acc@1 between
+# 0.44 and 0.54 on the 30-photo validation gallery, so we kept a small, plain one.
+
+# %%
+if hog_train_steps:
+    t0 = time.perf_counter()
+    hog_cfg = HogConfig()
+    hog_train = hog_split(data, "train", hog_cfg)
+    hog_val = hog_split(data, "val", hog_cfg)
+    hog_report = hog_split(data, split, hog_cfg, task.records, task.gallery)
+    hog_model = train_hog_metric(
+        hog_train, hog_val, MetricConfig(max_steps=hog_train_steps, seed=seed)
+    )
+    sim_hog = hog_model.similarity(hog_report.sketches, hog_report.photos)
+    hog_eval = {
+        f"hog_{k}": v for k, v in retrieval_report(sim_hog, task.target).items()
+    }
+    hog_s = time.perf_counter() - t0
+    best_val = max(h["val_acc@1"] for h in hog_model.history)
+    print(
+        f"HOG reference: {hog_cfg.dim} numbers per image, kept step "
+        f"{hog_model.best_step} of {hog_train_steps} (validation Acc@1 "
+        f"{best_val:.3f}); {hog_s:.1f} s"
+    )
+    fig, ax = plt.subplots(figsize=(5.5, 3.2))
+    ax.plot(
+        [h["step"] for h in hog_model.history],
+        [h["val_acc@1"] for h in hog_model.history],
+        marker=".",
+    )
+    ax.axvline(hog_model.best_step, color="k", linestyle=":", label="kept state")
+    ax.set_xlabel("step")
+    ax.set_ylabel("validation Acc@1")
+    ax.set_title("classic reference: dense HOG + linear metric")
+    ax.legend()
+    save_figure(fig, out_dir, "hog_validation")
+    plt.show()
+else:
+    hog_model, sim_hog, hog_eval, hog_s = None, None, None, 0.0
+    print("experiment 4 skipped (hog_steps = 0)")
+
+# %% [markdown]
+# The validation curve climbs for a few dozen steps and then falls: a linear map with
+# 1764 × 256 weights memorises 270 training photos quickly, which is why the kept
+# state is an early one. In our run it kept step 90 (validation Acc@1 0.505, against
+# 0.35 for experiment 3's deviation on the same 30 photos) and ranked the test split at
+# **27.2 % / 71.5 %** Acc@1 / Acc@10, mean rank 9.6, in 7 seconds; seeds 1 and 2 gave
+# 25.7 % / 75.2 % and 25.4 % / 74.0 % (mean 26.1 % / 73.6 %, a measurement after the
+# choice, not used for it). That is three times the best query of the embedded
+# backbone (9.0 % / 54.5 %), from the same 850 training sketches.
+
+# %% [markdown]
 # ## Results
 #
 # We evaluate the kept duet on the report split with `duet_lib.train.evaluate_duet`,
@@ -565,6 +635,10 @@ methods = [
     (f"late fusion: s_L^T + '{query_text}'", duet_eval, "fusion"),
     (f"text only: '{query_text}'", duet_eval, "text"),
 ]
+if hog_model:
+    methods.append(
+        ("*reference, no network:* dense HOG + linear metric", hog_eval, "hog")
+    )
 if dev_model:
     methods += [
         (
@@ -612,6 +686,8 @@ curves = {
 }
 if dev_model:
     curves[f"deviation s_L^T ({deviation_blocks} blocks)"] = sim_dev
+if hog_model:
+    curves["dense HOG + linear metric"] = sim_hog
 fig, ax = plt.subplots(figsize=(6.5, 4.2))
 k_axis = np.arange(1, n_gallery + 1)
 ax.plot(k_axis, 100 * k_axis / n_gallery, "k--", linewidth=1, label="chance")
@@ -755,8 +831,17 @@ display(
 #   first-phase backbone, an earlier default, 9.6 % / 47.1 % for the sketch-only
 #   query. At Acc@1 one test query is 0.3 points, so rows within a point or two are
 #   not told apart.) Freezing costs something, then, but unfreezing closes only a
-#   small part of the gap to the reference: about 850 sketches cannot
-#   teach a backbone what millions of web images taught the reference's.
+#   small part of the gap to the reference.
+# - **The features, not the number of sketches.** Experiment 4 trains nothing but a
+#   linear map, on gradient histograms that owe nothing to any pretraining, from the
+#   same 850 sketches, and ranks the test photos at 27.2 % / 71.5 % (three seeds: 26.1
+#   % / 73.6 % on the mean) against 9.0 % / 54.5 % for the best query of our backbone.
+#   So the sketches do hold enough to get a good way towards the reference; what our
+#   backbone extracts from real chairs at 96 px is what loses it. HOG keeps where each
+#   edge lies and which way it turns, cell by cell, at 128 px; the tiny CLIP's visual
+#   tower learned to summarise rendered world objects into a few hundred numbers
+#   that say category, colour and coarse outline, and its fine spatial detail does not
+#   survive on photographed chairs.
 # - **A text tower that knows the world's words.** The duet's queries come out of the
 #   text tower, which learned its language from the world's templated captions; a few
 #   minutes of training must route real-chair identity through it, and with so few
@@ -765,9 +850,10 @@ display(
 #   back slats blur, and about 850 training sketches are few for learning features anew.
 # - **What the reference had.** Triplet-SN starts from a network pretrained on
 #   ImageNet and works at more than twice our resolution; the duet in the paper
-#   starts from CLIP trained on 400 million web image–text pairs. Neither
-#   number is a target our CPU budget can meet; the gap to chance is what we can
-#   honestly claim.
+#   starts from CLIP trained on 400 million web image–text pairs. Our backbone is
+#   below even the classic reference of experiment 4, so the reference's 45 % is not
+#   a target our CPU budget can meet with it; the gap to chance, and the distance to
+#   that classic row, are what we can honestly claim.
 #
 # The generic text adds little or nothing: "a chair" is true of every photo, so the
 # composed query can only re-weight what the sketch word already says.
@@ -778,7 +864,8 @@ display(
 # gallery; model selection read only the validation split; in the teach profile,
 # training on real sketches beats chance by a clear factor, and the deviation run of
 # experiment 3 ranks better than the paper's LayerNorm-only recipe (mean reciprocal
-# rank of the sketch-only query).
+# rank of the sketch-only query), and the classic reference of experiment 4 ranks
+# better than every query of the embedded backbone.
 
 # %%
 n_val_photos = len(data.photo_ids("val"))
@@ -793,6 +880,8 @@ reports = {
 }
 if dev_model:
     reports |= {"dev_visual": (dev_eval, "visual"), "dev_sketch": (dev_eval, "fgsbir")}
+if hog_model:
+    reports["hog"] = (hog_eval, "hog")
 for name, (m, prefix) in reports.items():
     for k in (1, 5, 10):
         assert 0.0 <= m[f"{prefix}_acc@{k}"] <= 1.0, (name, k)
@@ -801,6 +890,10 @@ for name, (m, prefix) in reports.items():
     assert m[f"{prefix}_n_queries"] == len(data.sketches_in(split)), name
 # Model selection never read the test split: the trainers never held it, and every
 # validation they ran ranked the validation gallery.
+if hog_model:
+    assert hog_train.gallery == data.photo_ids("train")
+    assert hog_val.gallery == data.photo_ids("val") != hog_report.gallery
+    assert hog_model.best_step <= hog_train_steps
 assert set(train_view.photo_split).isdisjoint(data.photo_ids("test"))
 assert all(r["fgsbir_n_gallery"] == n_val_photos for r in result.history["val"])
 assert all(r["bclip_fg_n_gallery"] == n_val_photos for r in bclip.history["val"])
@@ -822,6 +915,13 @@ if profile == "teach":
             dev_eval["fgsbir_mrr"],
             duet_eval["fgsbir_mrr"],
         )
+    if hog_model:
+        # the classic reference, which owes nothing to pretraining, ranks better
+        # than every query of the embedded backbone (experiment 4)
+        backbone_best = max(
+            m[f"{p}_mrr"] for n, (m, p) in reports.items() if n != "hog"
+        )
+        assert hog_eval["hog_mrr"] > backbone_best, (hog_eval["hog_mrr"], backbone_best)
 
 metrics = {"n_gallery": n_gallery, "n_queries": n_query, "split": split}
 for name, (m, prefix) in reports.items():
@@ -838,7 +938,11 @@ metrics |= {
     "deviation_blocks": deviation_blocks,
     "deviation_steps": dev_result.step if dev_result else 0,
     "val_deviation_acc@1": dev_result.best_value if dev_result else None,
-    "train_s": round(duet_s + bclip_s + dev_s, 1),
+    "hog_steps": hog_model.best_step if hog_model else 0,
+    "val_hog_acc@1": max(h["val_acc@1"] for h in hog_model.history)
+    if hog_model
+    else None,
+    "train_s": round(duet_s + bclip_s + dev_s + hog_s, 1),
     "chapter_s": round(time.perf_counter() - t_chapter, 1),
 }
 save_metrics(out_dir, metrics)
@@ -858,6 +962,10 @@ metrics
 #   the paper) lifted the sketch-only query to 9.0 % / 54.5 % and its image side to
 #   8.4 % / 52.3 % in our run, the best rows of the table and still far from the
 #   reference: frozen weights are one brake, the missing pretraining the larger one.
+# - A classic reference with no network at all, dense HOG with a linear metric learned
+#   from the same sketches (experiment 4), reached 27.2 % / 71.5 % in our run, three
+#   times our backbone's best: on real chairs the embedded backbone's features, not
+#   the number of sketches, are what hold the book's rows down.
 # - A generic text such as "a chair" carries no instance information and barely moves
 #   the composed query; the duet's gain needs words about the target.
 # - In a short run we inspected, the worst failures lost proportion (wide sofas
@@ -879,6 +987,10 @@ metrics
 #    in `evaluate_duet`. Does instance text help where generic text did not?
 # 5. (Open) With the `paper` profile on a GPU (ViT-B-32, OpenAI weights, ShoeV2),
 #    compare the same table. Which limit listed above disappears first?
+# 6. Experiment 4 with `HogConfig(cell=8)` and with images of 64 px: how much of the
+#    classic reference's lead is resolution? Then add the HOG similarity matrix to the
+#    deviation's (each divided by its standard deviation): do the two rank
+#    differently enough for the sum to beat both?
 #
 # ## References
 #
@@ -893,3 +1005,5 @@ metrics
 #   Fine-Grained or Not.* CVPR 2023 (LayerNorm tuning of CLIP for FG-SBIR).
 # - Radford, A. et al. *Learning Transferable Visual Models From Natural Language
 #   Supervision.* ICML 2021.
+# - Dalal, N., Triggs, B. *Histograms of Oriented Gradients for Human Detection.*
+#   CVPR 2005 (HOG; experiment 4 uses scikit-image's implementation).

@@ -285,6 +285,11 @@ PARAMS: dict[str, ParamSpec] = {
     "deviation_steps": ParamSpec(
         "training steps of chapter 11's labelled-deviation run", _int(1)
     ),
+    "hog_steps": ParamSpec(
+        "training steps of chapter 11's classic reference, dense HOG with a "
+        "learned linear metric (0 skips it)",
+        _int(0),
+    ),
     "fusion_weight": ParamSpec(
         "weight of the text in late fusion (sketch + w text)", _float(0, 100)
     ),
