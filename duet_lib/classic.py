@@ -239,13 +239,16 @@ class HogMetric(nn.Module):
     """A linear projection shared by sketch and photo HOG vectors.
 
     ``embed(x)`` = normalise(W (x - mean)), with the mean of the training sketches
-    and photos; ``similarity(s, p)`` is the (Q, N) cosine matrix.
+    and photos; ``similarity(s, p)`` is the (Q, N) cosine matrix. Built by
+    :func:`train_hog_metric`, which seeds the weights (they are left uninitialised
+    here).
     """
 
     def __init__(self, mean: torch.Tensor, dim: int) -> None:
         super().__init__()
         self.register_buffer("mean", mean.detach().clone().float())
-        self.proj = nn.Linear(mean.numel(), dim, bias=False)
+        # no draw from the global generator: train_hog_metric seeds the weights
+        self.proj = nn.utils.skip_init(nn.Linear, mean.numel(), dim, bias=False)
         self.best_step = 0
         self.history: list[dict[str, float]] = []
         self.config: dict[str, Any] = {}
@@ -285,7 +288,6 @@ def train_hog_metric(
     if len(train.photos) < 2:
         raise ValueError("the metric needs at least two training photos")
     gen = torch.Generator().manual_seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
     mean = torch.cat([train.sketches, train.photos]).mean(0)
     model = HogMetric(mean, cfg.dim)
     with torch.no_grad():  # a seeded initialisation independent of global state

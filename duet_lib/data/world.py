@@ -814,7 +814,13 @@ def widen_split(
         first = ws.attributes[pids[0]]
         shape = shape_from_attributes(first)
         ci = CATEGORIES.index(shape.category)
-        number = int(sid.rsplit("_", 1)[-1])
+        try:
+            number = int(sid.rsplit("_", 1)[-1])
+        except ValueError:
+            raise WorldError(
+                f"shape id {sid!r} is not '<category>_<number>' as generated worlds name "
+                "their shapes"
+            ) from None
         used = [ws.attributes[p]["colour"] for p in pids]
         rng = _shape_seed(cfg.seed, 5, ci, number)
         free = tuple(c for c in COLOURS if c not in used)
