@@ -29,7 +29,6 @@ import time
 import torch
 from IPython.display import Markdown, display
 
-from duet_lib.benchmark import composed_query_embeddings
 from duet_lib.book import chapter_card
 from duet_lib.config import validate_params
 from duet_lib.data.loaders import load_dataset
@@ -40,7 +39,6 @@ from duet_lib.paths import data_dir, shared_chairv2
 from duet_lib.plotting import use_book_style
 from duet_lib.repro import env_report, resolve_device, seed_everything
 from duet_lib.results import resolve_output_dir, save_figure, save_metrics
-from duet_lib.tasks import retrieval_task
 from duet_lib.train import (
     TrainConfig,
     evaluate_duet,
@@ -655,7 +653,8 @@ display(Markdown("\n".join(table)))
 # validation from 0.58–0.59 to at most 0.61). The 0.6 target of this chapter is met in
 # this run, by one query in 540; with seeds 1 and 2 the same recipe gives 0.583 and
 # 0.546 (the trial table), a mean of 0.577 over the three, so on this backbone the
-# target sits at the upper edge of the seed-to-seed spread.
+# target sits at the upper edge of the seed-to-seed spread, and well inside the
+# uncertainty that 180 validation shapes leave (standard error 0.030, next section).
 # Chapter 02 reads colour zero-shot at 0.94 from prompts written like its captions but
 # at 0.60 from short ones: the words of a duet query are a short phrase, which is why a
 # term that trains the composed query on such phrases pays.
@@ -691,20 +690,20 @@ display(Markdown("\n".join(table)))
 if dataset == "world":
     best_model = load_trained_duet(bundle, result.best_checkpoint)
     wide = widen_split(data, "val")
-    wide_metrics = evaluate_duet(best_model, wide, "val")
-    wide_task = retrieval_task(
-        wide,
-        "val",
-        image_size=bundle.image_size,
-        mean=bundle.image_mean,
-        std=bundle.image_std,
-    )
-    emb = composed_query_embeddings(best_model, wide_task)
-    hits = ranks_pessimistic(emb["composed"] @ emb["gallery"].T, emb["target_index"])
-    hits = hits == 1
-    target_ids = [wide_task.duet_gallery[i] for i in emb["target_index"].tolist()]
-    spread = bootstrap_rate(hits, [wide.attributes[p]["shape_id"] for p in target_ids])
+    sims = {}  # query type -> (similarities, targets, gallery ids) as ranked
+    wide_metrics = evaluate_duet(best_model, wide, "val", similarities=sims)
+
+    def shape_spread(prefix):
+        """Acc@1 of one query type with its standard error over target shapes."""
+        sim, target, gallery = sims[prefix]
+        hits = ranks_pessimistic(sim, target) == 1
+        shapes = [wide.attributes[gallery[t]]["shape_id"] for t in target.tolist()]
+        return bootstrap_rate(hits, shapes)
+
+    spread, fg_spread = shape_spread("duet"), shape_spread("fgsbir")
     held = WorldConfig.for_profile(world_size).held_out_set
+    _, duet_target, duet_ids = sims["duet"]
+    target_ids = [duet_ids[t] for t in duet_target.tolist()]
 
     def is_held(pid):
         a = wide.attributes[pid]
@@ -737,7 +736,10 @@ if dataset == "world":
         f"duet Acc@1 on the widened gallery {spread['rate']:.3f}, standard error over "
         f"{spread['groups']} shapes {spread['se']:.3f} (95 % interval "
         f"{spread['low']:.3f}-{spread['high']:.3f}); targets in a held-out "
-        f"combination: {int(held_mask.sum())} of {len(hits)} queries"
+        f"combination: {int(held_mask.sum())} of {len(target_ids)} queries; "
+        f"sketch-only FG-SBIR {fg_spread['rate']:.3f}, standard error "
+        f"{fg_spread['se']:.3f} (95 % interval {fg_spread['low']:.3f}-"
+        f"{fg_spread['high']:.3f})"
     )
 
 # %% [markdown]
@@ -748,7 +750,12 @@ if dataset == "world":
 # shapes: with four variants per shape the words have more look-alikes to tell apart.
 # The references fall further (text only 0.278 → 0.194, late fusion 0.902 → 0.858), so
 # the duet's lead over late fusion grows from 0.045 to 0.054. The standard error over
-# the 180 validation shapes is about 0.01 (0.009-0.011 in every run we scored). We then
+# the 180 validation shapes is about 0.01 (0.009-0.011 in every run we scored). The
+# sketch-only query's FG-SBIR, one photo per shape and three sketches each, is far less
+# certain: 0.602 with a standard error of 0.030 (95 % interval 0.543-0.659). The
+# chapter's 0.6 target is met by this run on these shapes; on another draw of 180
+# shapes the same checkpoint could read anywhere from about 0.54 to 0.66, a wider
+# spread than the three seeds' (0.546-0.602). We then
 # scored the checkpoints of the trial table on the widened gallery (seeds 0, 1, 2; the
 # sharper backbone's runs are those of "One frontier, two queries"):
 #
@@ -832,6 +839,7 @@ metrics = {
     "val_fusion_acc@1": best.get("fusion_acc@1", float("nan")),
     "val_wide_duet_acc@1": wide_metrics["duet_acc@1"] if dataset == "world" else None,
     "val_wide_duet_se": spread["se"] if dataset == "world" else None,
+    "val_fgsbir_se": fg_spread["se"] if dataset == "world" else None,
     "steps": result.step,
     "train_s": round(train_s, 1),
     "checkpoint": str(result.best_checkpoint),
@@ -840,6 +848,7 @@ save_metrics(out_dir, metrics)  # saved before the targets, so a miss keeps its 
 if dataset == "world":
     # the bootstrap's rate is the duet Acc@1 that evaluate_duet reports
     assert abs(spread["rate"] - wide_metrics["duet_acc@1"]) < 1e-6, spread
+    assert abs(fg_spread["rate"] - best["fgsbir_acc@1"]) < 1e-6, fg_spread
     assert wide_metrics["duet_n_gallery"] > best["duet_n_gallery"]
     assert wide_metrics["fgsbir_acc@1"] == best["fgsbir_acc@1"]  # same FG task
 if profile == "teach" and dataset == "world":

@@ -777,6 +777,7 @@ def evaluate_duet(
     ks: Sequence[int] = (1, 5, 10),
     fusion_weight: float = 1.0,
     cache: PhotoCache | None = None,
+    similarities: dict[str, tuple] | None = None,
 ) -> dict[str, float | int]:
     """Retrieval metrics of a duet model on one split (chapter 10).
 
@@ -817,15 +818,31 @@ def evaluate_duet(
         ks: Acc@K cut-offs.
         fusion_weight: w of the late-fusion reference.
         cache: a :class:`PhotoCache` to reuse (sizes must match the model).
+        similarities: a dict to fill, for a per-query analysis (chapter 09), with
+            ``prefix -> (sim, target, gallery)`` for every query type above: the
+            (Q, N) similarity matrix it ranked, the (Q,) index of each query's true
+            photo and the N gallery photo ids.
 
     Returns:
         Flat dict of metrics.
     """
+    if similarities is not None and not isinstance(similarities, dict):
+        raise TypeError(
+            f"similarities must be a dict to fill (or None), got {type(similarities)}"
+        )
     was_training = model.training
     model.eval()
     try:
         return _evaluate(
-            model, dataset, split, texts, batch_size, tuple(ks), fusion_weight, cache
+            model,
+            dataset,
+            split,
+            texts,
+            batch_size,
+            tuple(ks),
+            fusion_weight,
+            cache,
+            similarities,
         )
     finally:
         model.train(was_training)
@@ -840,6 +857,7 @@ def _evaluate(
     ks: tuple[int, ...],
     fusion_weight: float,
     cache: PhotoCache | None,
+    keep: dict[str, tuple] | None = None,
 ) -> dict[str, float | int]:
     if (
         isinstance(batch_size, bool)
@@ -891,16 +909,16 @@ def _evaluate(
 
     g_emb = F.normalize(encode_photos(task.gallery), dim=-1)
     qs = F.normalize(q_sketch, dim=-1)
-    out: dict[str, float | int] = {}
-    out |= _flat(
-        "fgsbir",
-        retrieval_report(qs @ g_emb.T, task.target, ks, attributes=task.attributes),
-    )
     vs = F.normalize(s_img, dim=-1)
-    out |= _flat(
-        "visual",
-        retrieval_report(vs @ g_emb.T, task.target, ks, attributes=task.attributes),
-    )
+    out: dict[str, float | int] = {}
+    for prefix, q in (("fgsbir", qs), ("visual", vs)):
+        sim = q @ g_emb.T
+        if keep is not None:
+            keep[prefix] = (sim, task.target, list(task.gallery))
+        out |= _flat(
+            prefix,
+            retrieval_report(sim, task.target, ks, attributes=task.attributes),
+        )
     if not task.has_composed:
         return out
 
@@ -942,13 +960,13 @@ def _evaluate(
         ("text", t_emb),
         ("fusion", fusion),
     ):
+        sim = q @ d_emb.T
+        if keep is not None:
+            keep[prefix] = (sim, task.duet_target, list(task.duet_gallery))
         out |= _flat(
             prefix,
             retrieval_report(
-                q @ d_emb.T,
-                task.duet_target,
-                ks,
-                attributes=task.duet_attributes,
+                sim, task.duet_target, ks, attributes=task.duet_attributes
             ),
         )
     return out

@@ -22,6 +22,7 @@ from duet_lib.losses import (
     total_loss,
     triplet_loss,
 )
+from duet_lib.metrics import acc_at_k, ranks_pessimistic
 from duet_lib.models.clip import load_clip
 from duet_lib.models.decoder import ImageDecoder
 from duet_lib.probes import zero_shot_phrases
@@ -641,6 +642,29 @@ def test_evaluate_world_keys(world: SketchPhotoSet, eval_model) -> None:
     assert phrased["fgsbir_acc@1"] == metrics["fgsbir_acc@1"]
     with pytest.raises(ValueError, match="composed queries"):
         evaluate_duet(eval_model, world, "test", texts=["in red"])
+
+
+def test_evaluate_hands_out_the_similarities_it_ranked(
+    world: SketchPhotoSet, eval_model
+) -> None:
+    sims: dict = {}
+    metrics = evaluate_duet(eval_model, world, "test", similarities=sims)
+    assert set(sims) == {"fgsbir", "visual", "duet", "sketch", "text", "fusion"}
+    for prefix, (sim, target, gallery) in sims.items():
+        assert sim.shape == (metrics[f"{prefix}_n_queries"], len(gallery))
+        assert (
+            len(target) == len(sim) and len(gallery) == metrics[f"{prefix}_n_gallery"]
+        )
+        ranks = ranks_pessimistic(sim, target)
+        for k in (1, 5, 10):
+            assert acc_at_k(ranks, k)[f"acc@{k}"] == metrics[f"{prefix}_acc@{k}"]
+    assert sims["fgsbir"][2] == world.photo_ids("test")
+    # every composed target is a variant of its sketch's shape
+    _, target, gallery = sims["duet"]
+    queries = duet_queries(world, "test")
+    assert [gallery[t] for t in target.tolist()] == [pid for _, pid, _ in queries]
+    with pytest.raises(TypeError, match="dict to fill"):
+        evaluate_duet(eval_model, world, "test", similarities=[])
 
 
 def test_evaluate_plain_dataset(tmp_path: Path, eval_model) -> None:
