@@ -574,12 +574,6 @@ for name, text in tables.items():
 # the levels to read it against: a row near "appearance known, shape guessed" reads
 # the words and ignores the sketch.
 #
-# Everything goes into one file, `build/results/benchmark.json`: the per-seed
-# metrics of every run, the aggregates, the reference levels, the tables, the
-# configuration and the environment. It is written atomically.
-
-
-# %% [markdown]
 # The spread over seeds says how much a percentage moves when the training is rerun; it
 # does not say how much it would move on other shapes. The queries of one shape share
 # its difficulty, so the test split's 200 shapes, not its 2400 queries, are the
@@ -604,6 +598,11 @@ if composed:
         f"{shape_se['groups']} {split} shapes {shape_se['se']:.3f} (95 % interval "
         f"{shape_se['low']:.3f}-{shape_se['high']:.3f})"
     )
+
+# %% [markdown]
+# Everything goes into one file, `build/results/benchmark.json`: the per-seed
+# metrics of every run, the aggregates, the reference levels, the tables, the
+# configuration and the environment. It is written atomically.
 
 # %%
 bench_path = save_benchmark(
