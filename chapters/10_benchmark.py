@@ -427,14 +427,18 @@ def record(method: str, train_seed: int, sources: dict) -> None:
         results.add(method, train_seed, method_metrics(sources[source], prefix_fg), FG)
 
 
-def run_duet(cfg: TrainConfig, name: str):
-    """Train (or load) one duet, then evaluate its selected checkpoint on `split`."""
+def run_duet(cfg: TrainConfig, name: str, similarities: dict | None = None):
+    """Train (or load) one duet, then evaluate its selected checkpoint on `split`
+    (filling `similarities` with what it ranked, when given)."""
     bundle = chapter_backbone(profile, model_name, pretrained, device)
     folder = run_dir(out_dir, f"{name}-{cfg.max_steps}steps", cfg, bundle, data)
     result = train_duet(cfg, bundle, data, folder, quiet=quiet)
     fresh = chapter_backbone(profile, model_name, pretrained, device)
     model = load_trained_duet(fresh, result.best_checkpoint)
-    return result, model, evaluate_duet(model, data, split, fusion_weight=fusion_weight)
+    metrics = evaluate_duet(
+        model, data, split, fusion_weight=fusion_weight, similarities=similarities
+    )
+    return result, model, metrics
 
 
 def run_baselines(train_seed: int) -> dict:
@@ -471,8 +475,11 @@ def run_baselines(train_seed: int) -> dict:
 # %%
 t0 = time.perf_counter()
 duet_runs, duet_evals, models = {}, {}, {}
+sims = {}  # what the first seed's duet ranked, for the standard error below
 for s in seeds:
-    result, model, duet_metrics = run_duet(base_cfg.replace(seed=s), "duet")
+    result, model, duet_metrics = run_duet(
+        base_cfg.replace(seed=s), "duet", sims if s == seeds[0] else None
+    )
     base_metrics = run_baselines(s)
     sources = {"duet": duet_metrics, "baselines": base_metrics}
     for method in METHODS:
@@ -584,10 +591,6 @@ for name, text in tables.items():
 # %%
 shape_se = None
 if composed:
-    sims = {}
-    evaluate_duet(
-        models[s0], data, split, fusion_weight=fusion_weight, similarities=sims
-    )
     sim, target, gallery = sims["duet"]
     hits = ranks_pessimistic(sim, target) == 1
     shape_se = bootstrap_rate(

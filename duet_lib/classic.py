@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from duet_lib.data.records import SketchPhotoSet, SketchRecord
+from duet_lib.failures import _positive_int
 from duet_lib.metrics import acc_at_k, ranks_pessimistic
 from duet_lib.probes import photo_arrays, sketch_arrays
 
@@ -44,12 +45,6 @@ __all__ = [
     "hog_split",
     "train_hog_metric",
 ]
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 def _positive_float(name: str, value: Any) -> float:
