@@ -290,6 +290,11 @@ PARAMS: dict[str, ParamSpec] = {
         "learned linear metric (0 skips it)",
         _int(0),
     ),
+    "framing": ParamSpec(
+        "content framing of real sketches and photos: the share of the side the "
+        "drawing or object spans after cropping to it (None: as the data has them)",
+        _float(0.05, 1, none_ok=True),
+    ),
     "fusion_weight": ParamSpec(
         "weight of the text in late fusion (sketch + w text)", _float(0, 100)
     ),

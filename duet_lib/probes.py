@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from duet_lib.data.framing import load_photo
 from duet_lib.data.loaders import load_image
 from duet_lib.data.records import SketchPhotoSet, SketchRecord
 from duet_lib.data.strokes import rasterize
@@ -77,8 +78,11 @@ def to_array(image: Image.Image, size: int) -> np.ndarray:
 
 
 def photo_arrays(ws: SketchPhotoSet, photo_ids: Sequence[str], size: int) -> np.ndarray:
-    """Photos of ``photo_ids`` as (N, size, size, 3) uint8."""
-    return np.stack([to_array(load_image(ws.photos[p]), size) for p in photo_ids])
+    """Photos of ``photo_ids`` as (N, size, size, 3) uint8 (framed to their
+    content when ``ws.framing`` is set)."""
+    return np.stack(
+        [to_array(load_photo(ws.photos[p], ws.framing), size) for p in photo_ids]
+    )
 
 
 def sketch_arrays(records: Sequence[SketchRecord], size: int) -> np.ndarray:

@@ -584,7 +584,7 @@ def _run_identity(
         # setting) is left out so that existing runs keep their folders
         conf["weights"] = {k: v for k, v in conf["weights"].items() if k != "words"}
         del conf["words_per_class"]
-    return {
+    identity = {
         "format": CHECKPOINT_FORMAT,
         "config": conf,
         "model_name": bundle.model_name,
@@ -597,6 +597,9 @@ def _run_identity(
             for split in ("train", "val")
         },
     }
+    if dataset.framing is not None:  # added later: unframed runs keep their folders
+        identity["framing"] = dataset.framing
+    return identity
 
 
 def run_dir(

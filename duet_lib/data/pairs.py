@@ -48,7 +48,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from duet_lib.data.loaders import load_image, load_sketch_image
+from duet_lib.data.framing import load_photo
+from duet_lib.data.loaders import load_sketch_image
 from duet_lib.data.records import SPLITS, SketchPhotoSet, SketchRecord
 from duet_lib.data.strokes import CANVAS, rasterize, split_strokes
 
@@ -122,6 +123,7 @@ class PhotoCache:
             if isinstance(value, bool) or not isinstance(value, int) or value < 8:
                 raise ValueError(f"{name} must be an integer >= 8, got {value!r}")
         self.paths: dict[str, Path] = dict(dataset.photos)
+        self.framing = dataset.framing
         self.image_size = image_size
         self.target_size = target_size
         self._model: dict[str, np.ndarray] = {}
@@ -133,7 +135,7 @@ class PhotoCache:
     def _load(self, photo_id: str) -> None:
         if photo_id not in self.paths:
             raise KeyError(f"photo {photo_id!r} is not in the dataset")
-        image = load_image(self.paths[photo_id])
+        image = load_photo(self.paths[photo_id], self.framing)
         self._model[photo_id] = square_resize(image, self.image_size)
         self._target[photo_id] = square_resize(image, self.target_size)
 

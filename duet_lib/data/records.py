@@ -44,6 +44,9 @@ class SketchPhotoSet:
         sketches: all sketch records.
         skipped: (item, reason) pairs that the loader counted and left out.
         attributes: optional photo id -> attribute dict (the world provides these).
+        framing: None, or the fill share of content framing
+            (:func:`duet_lib.data.framing.framed`): photos are then cropped to
+            their content when loaded, and the sketches were framed already.
     """
 
     name: str
@@ -53,6 +56,7 @@ class SketchPhotoSet:
     sketches: list[SketchRecord]
     skipped: list[tuple[str, str]] = field(default_factory=list)
     attributes: dict[str, dict] = field(default_factory=dict)
+    framing: float | None = None
 
     def sketches_in(self, split: str) -> list[SketchRecord]:
         """Sketch records of one split, in a stable order."""

@@ -46,8 +46,9 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from duet_lib.data.framing import frame_strokes
 from duet_lib.data.records import SPLITS, SketchPhotoSet, SketchRecord
-from duet_lib.data.strokes import CANVAS, rasterize
+from duet_lib.data.strokes import rasterize
 from duet_lib.data.world_geometry import (
     CATEGORIES,
     PARAM_SPECS,
@@ -1072,20 +1073,10 @@ def pretraining_corpus(
 # Reference matcher: chamfer distance between edge maps
 
 
-def _normalise_strokes(strokes: np.ndarray, fill: float = 0.8) -> np.ndarray:
-    """Centre a drawing on the canvas and scale its longer side to ``fill``."""
-    xy = strokes[:, :2]
-    lo, hi = xy.min(axis=0), xy.max(axis=0)
-    scale = fill * CANVAS / max(float((hi - lo).max()), 1e-6)
-    out = np.array(strokes, dtype=np.float64, copy=True)
-    out[:, :2] = (xy - (lo + hi) / 2) * scale + CANVAS / 2
-    return out
-
-
 def _edge_maps(drawings: Sequence[np.ndarray], size: int) -> np.ndarray:
     maps = np.empty((len(drawings), size, size), dtype=bool)
     for i, st in enumerate(drawings):
-        img = rasterize(_normalise_strokes(st), size=size, line_width=3.0)
+        img = rasterize(frame_strokes(st, 0.8), size=size, line_width=3.0)
         maps[i] = np.asarray(img)[..., 0] < 128
     return maps
 

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from duet_lib.data.loaders import load_qmul_coordinate, split_val_by_photo
@@ -93,6 +94,49 @@ def test_classic_hog_reference_ranks_real_validation_photos_well_above_chance(ch
     train, val = hog_split(chair, "train"), hog_split(chair, "val")
     model = train_hog_metric(train, val, MetricConfig(max_steps=120))
     best = max(h["val_acc@1"] for h in model.history)
-    # 30 validation photos (chance 1/30); chapter 11's run keeps 0.505 here
-    assert best >= 0.35 > model.history[0]["val_acc@1"] + 0.1, model.history[:3]
+    # 30 validation photos (chance 1/30); as released (no framing) seed 0 keeps
+    # 0.554 here. Learning the metric adds at least 10 points to the untrained
+    # projection (0.327 with the soft sketch lines of HogConfig.supersample=2).
+    assert best >= 0.35, best
+    assert best >= model.history[0]["val_acc@1"] + 0.1, model.history[:3]
     assert 0 < model.best_step <= 120
+
+
+def test_framing_puts_real_sketches_and_photos_at_one_scale(chair):
+    from duet_lib.data.framing import content_box, framed
+    from duet_lib.probes import photo_arrays, sketch_arrays
+
+    recs = chair.sketches_in("val")[:60]
+
+    def box_sides(data):
+        records = [r for r in data.sketches if r.key in {x.key for x in recs}]
+        sk = sketch_arrays(records, 128)
+        ph = photo_arrays(data, [r.photo_id for r in records], 128)
+        sides = [
+            [max(b[2] - b[0], b[3] - b[1]) for b in map(content_box, arr)]
+            for arr in (sk, ph)
+        ]
+        return np.array(sides, float)
+
+    plain, fr = box_sides(chair), box_sides(framed(chair, 0.7))
+    # as given, the drawings are smaller than the chairs in their photos
+    assert plain[0].mean() < plain[1].mean() - 8, plain.mean(1)
+    # framed, both span about 70 % of the side (line width and resampling aside)
+    assert np.abs(fr - 0.7 * 128).max() <= 6, fr.min(1)
+
+
+def test_framing_lifts_the_classic_reference_on_validation(chair):
+    from duet_lib.classic import MetricConfig, hog_split, train_hog_metric
+    from duet_lib.data.framing import framed
+
+    best = {}
+    for name, data in (("plain", chair), ("framed", framed(chair, 0.7))):
+        model = train_hog_metric(
+            hog_split(data, "train"),
+            hog_split(data, "val"),
+            MetricConfig(max_steps=120),
+        )
+        best[name] = max(h["val_acc@1"] for h in model.history)
+    # chapter 11's choice of framing rests on this gap (0.554 -> 0.653 at seed 0,
+    # 0.538 -> 0.647 on the mean of three seeds): at least 5 of 101 queries
+    assert best["framed"] >= best["plain"] + 0.05, best
