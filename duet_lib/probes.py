@@ -85,12 +85,16 @@ def photo_arrays(ws: SketchPhotoSet, photo_ids: Sequence[str], size: int) -> np.
     )
 
 
-def sketch_arrays(records: Sequence[SketchRecord], size: int) -> np.ndarray:
-    """Sketches as (N, size, size, 3) uint8 (vector sketches rasterised)."""
+def sketch_arrays(
+    records: Sequence[SketchRecord], size: int, line_width: float = 3.0
+) -> np.ndarray:
+    """Sketches as (N, size, size, 3) uint8 (vector sketches rasterised with
+    strokes ``line_width`` canvas pixels wide)."""
     out = []
     for rec in records:
         if rec.strokes is not None:
-            out.append(to_array(rasterize(rec.strokes, size=size), size))
+            img = rasterize(rec.strokes, size=size, line_width=line_width)
+            out.append(to_array(img, size))
         else:
             out.append(to_array(load_image(rec.path), size))
     return np.stack(out)

@@ -8,15 +8,19 @@ import torch
 from skimage.feature import hog
 
 from duet_lib.classic import (
+    TRAIN_VIEWS,
     HogConfig,
     HogSplit,
     MetricConfig,
+    _sketch_images,
     hog_features,
     hog_split,
     train_hog_metric,
+    view_images,
 )
 from duet_lib.data import world as W
 from duet_lib.metrics import acc_at_k, ranks_pessimistic
+from duet_lib.probes import photo_arrays
 
 
 def _images(n: int, size: int, seed: int = 0) -> np.ndarray:
@@ -116,6 +120,69 @@ def test_hog_split_follows_the_split_and_the_given_order(world):
         hog_split(world, "test", cfg, recs, gallery[1:])
     with pytest.raises(ValueError, match="no sketches"):
         hog_split(world, "test", cfg, [], gallery)
+
+
+def test_views_add_one_block_of_rows_per_view(world):
+    cfg = HogConfig(image_size=32, cell=8)
+    plain = hog_split(world, "test", cfg)
+    q, n = len(plain.sketches), len(plain.photos)
+    views = [(False, 1.0), (True, 1.0), (False, 1.25)]
+    out = hog_split(world, "test", cfg, views=views)
+    assert out.sketches.shape == (3 * q, cfg.dim) and out.photos.shape == (
+        3 * n,
+        cfg.dim,
+    )
+    assert out.gallery == plain.gallery * 3
+    torch.testing.assert_close(out.sketches[:q], plain.sketches)
+    torch.testing.assert_close(out.photos[:n], plain.photos)
+    # each sketch's target is its own photo in its own view
+    for v in range(3):
+        torch.testing.assert_close(
+            out.target[v * q : (v + 1) * q], plain.target + v * n
+        )
+    # the mirrored block is the HOG of the mirrored images
+    photos = photo_arrays(world, plain.gallery, 32)
+    torch.testing.assert_close(
+        out.photos[n : 2 * n], hog_features(photos[:, :, ::-1].copy(), cfg)
+    )
+    torch.testing.assert_close(
+        out.photos[2 * n :], hog_features(view_images(photos, False, 1.25), cfg)
+    )
+    assert len(TRAIN_VIEWS) == 6 and (False, 1.0) in TRAIN_VIEWS
+    for bad in ([], [(1, 1.0)], [(False, 0)], [(False, True)], [("x",)]):
+        with pytest.raises(ValueError, match="view"):
+            hog_split(world, "test", cfg, views=bad)
+
+
+def test_hog_config_draws_thin_soft_sketch_lines(world):
+    recs = world.sketches_in("test")[:3]
+    thin = _sketch_images(recs, HogConfig(image_size=32, cell=8))
+    thick = _sketch_images(recs, HogConfig(image_size=32, cell=8, line_width=6.0))
+    hard = _sketch_images(recs, HogConfig(image_size=32, cell=8, supersample=1))
+    ink = lambda a: float((255 - a.astype(float)).sum())  # noqa: E731
+    assert ink(thin) < ink(thick)
+    # resized down from twice the size, lines have grey edges; drawn at size, not
+    grey = lambda a: int(((a > 20) & (a < 235)).sum())  # noqa: E731
+    assert grey(thin) > grey(hard)
+    for bad in (0, -1.0, True, "2"):
+        with pytest.raises(ValueError, match="line_width"):
+            HogConfig(line_width=bad)
+
+
+def test_view_images_mirror_and_zoom_about_the_centre():
+    img = np.full((1, 20, 20, 3), 255, np.uint8)
+    img[0, 8:12, 2:6] = 0  # a dark square left of centre
+    mirrored = view_images(img, True, 1.0)
+    assert mirrored[0, 8:12, 14:18].max() == 0 and mirrored[0, 8:12, 2:6].min() == 255
+    # zoomed by 2 about the centre (10, 10): columns 2-6 go to -6-2 (cut at the
+    # border), rows 8-12 to 6-14
+    zoomed = view_images(img, False, 2.0)
+    dark = np.argwhere(zoomed[0, ..., 0] < 128)
+    assert dark[:, 1].min() == 0 and dark[:, 1].max() <= 2
+    assert dark[:, 0].min() in (5, 6, 7) and dark[:, 0].max() in (13, 14, 15)
+    np.testing.assert_array_equal(view_images(img, False, 1.0), img)
+    out = view_images(img, False, 0.5)  # shrinks: white border
+    assert out[0, 0].min() == 255 and out.shape == img.shape
 
 
 def _synthetic(n_photos: int, per: int, dim: int, noise: float, seed: int) -> HogSplit:
