@@ -44,6 +44,7 @@ from duet_lib.checkpoint import (
     atomic_write,
     load_checkpoint,
 )
+from duet_lib.data.framing import framed
 from duet_lib.data.loaders import (
     LAYOUTS,
     CorruptImageError,
@@ -298,6 +299,7 @@ def evaluate_checkpoint(
     *,
     val_fraction: float = 0.1,
     backbone_seed: int | None = None,
+    framing: float | None = None,
     quiet: bool = True,
 ) -> dict[str, Any]:
     """Rebuild a trained duet and measure it on one split of a dataset (chapter 10).
@@ -322,11 +324,14 @@ def evaluate_checkpoint(
             by the loaders (seed 0); only matters for the train and val splits.
         backbone_seed: seed of a randomly initialised backbone (runs trained
             without pretrained weights); None uses the run's training seed.
+        framing: crop sketches and photos to their content at this fill
+            (:func:`duet_lib.data.framing.framed`; chapter 11 trains on ChairV2
+            framed at 0.7); None: the data as the release has it.
         quiet: hide the loaders' progress bars.
 
     Returns:
         A JSON-ready dict: ``checkpoint``, ``step``, ``layout``, ``root``,
-        ``dataset``, ``split``, ``text``, ``backbone`` (``model_name``,
+        ``dataset``, ``split``, ``text``, ``framing``, ``backbone`` (``model_name``,
         ``pretrained``, ``trained_with``, ``fingerprint``, ``verified``),
         ``n_queries`` and ``n_gallery`` of the FG-SBIR task, and ``metrics``
         (the flat dict of :func:`duet_lib.train.evaluate_duet`).
@@ -396,6 +401,11 @@ def evaluate_checkpoint(
         )
 
     dataset = _load_data(layout, root, val_fraction, quiet)
+    if framing is not None:
+        try:
+            dataset = framed(dataset, framing)
+        except ValueError as exc:
+            raise EvaluationError(f"--framing {framing!r}: {exc}") from None
     if not dataset.sketches_in(split):
         present = ", ".join(
             f"{name} ({len(dataset.sketches_in(name))})"
@@ -432,6 +442,7 @@ def evaluate_checkpoint(
         "dataset": dataset.name,
         "split": split,
         "text": text,
+        "framing": framing,
         "backbone": {
             "model_name": model_name,
             "pretrained": weights,
@@ -496,6 +507,15 @@ def _build_parser() -> argparse.ArgumentParser:
         default=None,
         help="seed of a randomly initialised backbone (default: the run's seed)",
     )
+    parser.add_argument(
+        "--framing",
+        type=float,
+        default=None,
+        help=(
+            "crop sketches and photos to their content at this fill, as the run was "
+            "trained (chapter 11: 0.7); default: the data as released"
+        ),
+    )
     parser.add_argument("--output", default=None, help="also write the JSON here")
     parser.add_argument(
         "--progress", action="store_true", help="show the loaders' progress bars"
@@ -529,6 +549,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             batch_size=args.batch_size,
             val_fraction=args.val_fraction,
             backbone_seed=args.backbone_seed,
+            framing=args.framing,
             quiet=not args.progress,
         )
     except EvaluationError as exc:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from duet_lib.data.framing import framed
 from duet_lib.data.loaders import load_qmul_coordinate
 from duet_lib.data.world import WorldConfig, generate_world, load_world
 from duet_lib.evaluate import (
@@ -186,6 +187,16 @@ def test_coordinate_layout(
     code, _, err = run_cli(capsys, *args, "--root", setup["toy"], "--text", "{phrase}")
     assert code == 2 and "no appearance phrases" in err
 
+    # --framing evaluates the content-framed copy (as chapter 11 trains on ChairV2)
+    code, out, err = run_cli(capsys, *args, "--root", setup["toy"], "--framing", "0.7")
+    assert code == 0, err
+    fr = json.loads(out)
+    assert fr["framing"] == 0.7 and plain["framing"] is None
+    expected = evaluate_duet(
+        model, framed(load_qmul_coordinate(setup["toy"], quiet=True), 0.7), "test"
+    )
+    assert fr["metrics"] == expected
+
 
 def test_moved_weights_need_pretrained(
     setup: dict[str, Path], capsys: pytest.CaptureFixture, tmp_path: Path
@@ -285,6 +296,7 @@ def test_other_backbone_is_refused(
         ("empty_text", "--text is empty"),
         ("output_folder", "is a folder"),
         ("bad_device", "device 'cuda:7'"),
+        ("bad_framing", "--framing 1.5"),
     ],
 )
 def test_bad_inputs_exit_2_with_one_line(
@@ -326,6 +338,8 @@ def test_bad_inputs_exit_2_with_one_line(
         extra = ["--text", "  "]
     elif case == "output_folder":
         extra = ["--output", tmp_path]
+    elif case == "bad_framing":
+        extra = ["--framing", "1.5"]
     elif case == "bad_device":
         if torch.cuda.device_count() > 7:
             pytest.skip("this machine has a cuda:7")
