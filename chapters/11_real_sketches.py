@@ -261,9 +261,9 @@ plt.show()
 #
 # ## Framing: one scale for both sides
 #
-# Look at the pairs above with the release's own framing (`framing=None`) and a
-# difference shows that has nothing to do with shape: drawn from memory, a sketch
-# covers less of its canvas than the chair covers of its photo. A matcher that
+# Look at the pairs of the release (`framing=None`) and a difference shows that has
+# nothing to do with shape: a sketch covers less of its canvas than the chair covers
+# of its photo. A matcher that
 # compares the two position by position, a grid of HOG cells (experiment 4) or the
 # token grid of our vision transformer, pays for that offset as if it were a
 # difference of shape. `duet_lib.data.framing.framed` removes it: it crops each
@@ -271,9 +271,9 @@ plt.show()
 # non-white pixels, and centres the box in a square so that its longer side spans
 # `framing` of the side (the aspect ratio is kept: a wide sofa stays wide). Cropping
 # to the object is a common preprocessing step in sketch-based retrieval; this form
-# and the value 0.7 are our choices, made on the validation split (below, after the
-# experiments). The cell measures the side of each drawing's and each chair's box on
-# the training pairs, before and after.
+# and the value 0.7 are our choices, made on the validation split (see below). The
+# cell measures the side of each drawing's and each chair's box on the training
+# pairs, before and after.
 
 # %%
 frame_fill = framing if framing is not None else 0.7
@@ -580,7 +580,8 @@ fig
 # trained as well (`unfreeze_last_visual_blocks` in `TrainConfig`), for
 # `deviation_steps` steps, everything else unchanged and the kept state again chosen
 # on validation. This is **our deviation, not the paper's method**; its rows in the
-# table below say so. (We chose all four blocks and 300 steps on validation: 300 steps
+# table below say so. (We chose all four blocks and 300 steps on validation, on the
+# release's framing: 300 steps
 # with LayerNorms only reached validation Acc@10 of 59 to 68 % across its evaluations,
 # with all four blocks trained 68 to 80 %; going on to 600 steps, at the same or a
 # three times lower learning rate, stayed between 73 and 82 %, so the extra minutes
@@ -618,11 +619,11 @@ else:
 # (1764 numbers each, scikit-image), one linear map to 256 dimensions shared by both,
 # trained for `hog_steps` steps with an InfoNCE in which each training sketch must
 # pick its photo among all training photos, and the state with the best validation
-# Acc@1 kept. It takes seconds. We picked its settings on validation (three seeds
-# each): cells of 8 or 16 pixels at 64-160 px, 64-512 output dimensions, temperatures
-# 0.05-0.1 and weight decays up to 0.1 all reached a mean validation Acc@1 between
-# 0.44 and 0.54 on the 30-photo validation gallery (as released), so we kept a small,
-# plain one. What did matter, besides the framing above, is how the sketch is drawn:
+# Acc@1 kept. It takes about half a minute. We picked its settings on validation
+# (three seeds each): cells of 8 or 16 pixels at 64-160 px, 64-512 output dimensions,
+# temperatures 0.05-0.1 and weight decays up to 0.1 all reached a mean validation
+# Acc@1 between 0.44 and 0.54 on the 30-photo validation gallery (as released), so we
+# kept a small, plain one. What did matter, besides the framing above, is how the sketch is drawn:
 # drawn at 128 px its lines are hard-edged, one or two pixels wide, while a photo's
 # edges are soft; drawn at twice the size and resized down
 # (`HogConfig.supersample=2`) they are soft as well, and the mean validation Acc@1 of
