@@ -279,15 +279,24 @@ plt.show()
 frame_fill = framing if framing is not None else 0.7
 boxed = {
     "as released": raw_data,
-    f"framed at {frame_fill}": framed(raw_data, frame_fill),
+    f"framed at {frame_fill}": data
+    if framing is not None
+    else framed(raw_data, frame_fill),
 }
 train_pairs = raw_data.sketches_in("train")[
     :: max(1, len(raw_data.sketches_in("train")) // 200)
 ]
-keys = {r.key for r in train_pairs}
+
+
+def same_records(d, records):
+    """The records of ``d`` with the keys of ``records``, in their order."""
+    by_key = {r.key: r for r in d.sketches}
+    return [by_key[r.key] for r in records]
+
+
 box_side = {}
 for name, d in boxed.items():
-    recs = [r for r in d.sketches if r.key in keys]
+    recs = same_records(d, train_pairs)
     sides = [
         [max(b[2] - b[0], b[3] - b[1]) for b in map(content_box, arrays)]
         for arrays in (
@@ -300,13 +309,13 @@ rows = [
     "| framing | sketch box side (px of 128) | photo box side | mean abs. difference |"
 ]
 rows.append("|---|---:|---:|---:|")
+box_gap = {name: float(np.abs(sk - ph).mean()) for name, (sk, ph) in box_side.items()}
 for name, (sk, ph) in box_side.items():
     rows.append(
         f"| {name} | {sk.mean():.1f} ± {sk.std():.1f} | {ph.mean():.1f} ± {ph.std():.1f}"
-        f" | {np.abs(sk - ph).mean():.1f} |"
+        f" | {box_gap[name]:.1f} |"
     )
 display(Markdown("\n".join(rows)))
-box_gap = {name: float(np.abs(sk - ph).mean()) for name, (sk, ph) in box_side.items()}
 released_gap, framed_gap = box_gap.values()
 # framing puts both sides at one scale: the gap between them shrinks to a few pixels
 assert framed_gap < min(4.0, 0.25 * released_gap), box_gap
@@ -314,8 +323,7 @@ assert framed_gap < min(4.0, 0.25 * released_gap), box_gap
 show = train_pairs[:: max(1, len(train_pairs) // n_show)][:n_show]
 fig, axes = plt.subplots(4, len(show), figsize=(1.8 * len(show), 7.4), squeeze=False)
 for r, (name, d) in enumerate(boxed.items()):
-    recs = [x for x in d.sketches if x.key in {y.key for y in show}]
-    recs.sort(key=lambda x: [y.key for y in show].index(x.key))
+    recs = same_records(d, show)
     for i, (sk, ph) in enumerate(
         zip(
             sketch_arrays(recs, 128),

@@ -88,10 +88,7 @@ class HogConfig:
     def __post_init__(self) -> None:
         for name in ("image_size", "cell", "orientations", "block", "supersample"):
             _positive_int(name, getattr(self, name))
-        if isinstance(self.line_width, bool) or not (
-            isinstance(self.line_width, int | float) and self.line_width > 0
-        ):
-            raise ValueError(f"line_width must be > 0, got {self.line_width!r}")
+        _positive_float("line_width", self.line_width)
         if self.image_size % self.cell:
             raise ValueError(
                 f"image_size {self.image_size} is not a multiple of cell {self.cell}"
