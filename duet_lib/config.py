@@ -290,6 +290,11 @@ PARAMS: dict[str, ParamSpec] = {
         "learned linear metric (0 skips it)",
         _int(0),
     ),
+    "hog_seeds": ParamSpec(
+        "metrics of chapter 11's classic reference, trained from seeds seed, "
+        "seed + 1, ...; their similarities are averaged",
+        _int(1, 16),
+    ),
     "framing": ParamSpec(
         "content framing of real sketches and photos: the share of the side the "
         "drawing or object spans after cropping to it (None: as the data has them)",

@@ -8,6 +8,8 @@ import torch
 from skimage.feature import hog
 
 from duet_lib.classic import (
+    TEST_SHIFT,
+    TEST_VIEWS,
     TRAIN_VIEWS,
     HogConfig,
     HogSplit,
@@ -17,6 +19,7 @@ from duet_lib.classic import (
     hog_split,
     train_hog_metric,
     view_images,
+    view_similarity,
 )
 from duet_lib.data import world as W
 from duet_lib.metrics import acc_at_k, ranks_pessimistic
@@ -149,7 +152,17 @@ def test_views_add_one_block_of_rows_per_view(world):
         out.photos[2 * n :], hog_features(view_images(photos, False, 1.25), cfg)
     )
     assert len(TRAIN_VIEWS) == 6 and (False, 1.0) in TRAIN_VIEWS
-    for bad in ([], [(1, 1.0)], [(False, 0)], [(False, True)], [("x",)]):
+    bad_views = (
+        [],
+        [(1, 1.0)],
+        [(False, 0)],
+        [(False, True)],
+        [("x",)],
+        [(False, 1.0, 0.1)],  # a shift needs both directions
+        [(False, 1.0, 1.0, 0.0)],  # a whole side
+        [(False, 1.0, True, 0.0)],
+    )
+    for bad in bad_views:
         with pytest.raises(ValueError, match="view"):
             hog_split(world, "test", cfg, views=bad)
 
@@ -183,6 +196,82 @@ def test_view_images_mirror_and_zoom_about_the_centre():
     np.testing.assert_array_equal(view_images(img, False, 1.0), img)
     out = view_images(img, False, 0.5)  # shrinks: white border
     assert out[0, 0].min() == 255 and out.shape == img.shape
+
+
+def test_view_images_shift_by_a_share_of_the_side():
+    img = np.full((2, 32, 32, 3), 255, np.uint8)
+    img[:, 10:14, 4:8] = 0
+    # 4 / 32 of the side right and 2 / 32 up: integer pixel shifts are exact
+    out = view_images(img, False, 1.0, 4 / 32, -2 / 32)
+    ref = np.full_like(img, 255)
+    ref[:, 8:12, 8:12] = 0
+    np.testing.assert_array_equal(out, ref)
+    # mirror and zoom come first, then the shift (in output pixels)
+    both = view_images(img, True, 2.0, 4 / 32, 0.0)
+    np.testing.assert_array_equal(
+        both[:, :, 4:], view_images(img, True, 2.0)[:, :, :-4]
+    )
+    assert both[:, :, :4].min() == 255  # the border that appears is white
+    # content shifted off the canvas is gone, not wrapped round
+    gone = view_images(img, False, 1.0, -0.5, 0.0)
+    assert gone.min() == 255
+
+
+def test_test_views_hold_the_training_views_and_eight_small_shifts():
+    assert len(TEST_VIEWS) == len(set(TEST_VIEWS)) == 14
+    assert [v[:2] for v in TEST_VIEWS[:6]] == list(TRAIN_VIEWS)
+    assert all(v[2:] == (0.0, 0.0) for v in TEST_VIEWS[:6])
+    shifts = {v[2:] for v in TEST_VIEWS[6:]}
+    assert shifts == {
+        (dx * TEST_SHIFT, dy * TEST_SHIFT)
+        for dx in (-1, 0, 1)
+        for dy in (-1, 0, 1)
+        if dx or dy
+    }
+    assert all(v[:2] == (False, 1.0) for v in TEST_VIEWS[6:])
+    assert TEST_SHIFT * 128 == 6
+
+
+def test_view_similarity_averages_matched_views_and_metrics(world):
+    cfg = HogConfig(image_size=32, cell=8)
+    views = [(False, 1.0), (True, 1.0, 0.0, 0.0), (False, 1.0, 4 / 32, 0.0)]
+    split = hog_split(world, "test", cfg, views=views)
+    assert split.views == 3
+    train = hog_split(world, "train", cfg)
+    metrics = [
+        train_hog_metric(train, split.view(0), MetricConfig(max_steps=3, seed=s))
+        for s in (0, 1)
+    ]
+    # each block alone is the split of that one view, targets re-based
+    for i, view in enumerate(views):
+        alone = hog_split(world, "test", cfg, views=[view])
+        block = split.view(i)
+        torch.testing.assert_close(block.sketches, alone.sketches)
+        torch.testing.assert_close(block.photos, alone.photos)
+        assert torch.equal(block.target, alone.target) and block.views == 1
+        assert block.gallery == alone.gallery
+    # one metric, one view: its own similarity; otherwise the mean over both
+    torch.testing.assert_close(
+        view_similarity(metrics[0], split.view(0)),
+        metrics[0].similarity(split.view(0).sketches, split.view(0).photos),
+    )
+    expected = (
+        sum(
+            m.similarity(split.view(i).sketches, split.view(i).photos)
+            for m in metrics
+            for i in range(3)
+        )
+        / 6
+    )
+    torch.testing.assert_close(view_similarity(metrics, split), expected)
+    with pytest.raises(ValueError, match="at least one metric"):
+        view_similarity([], split)
+    odd = HogSplit(split.sketches[:-1], split.photos, split.target[:-1], views=3)
+    with pytest.raises(ValueError, match="do not split into 3 views"):
+        view_similarity(metrics, odd)
+    for bad in (3, -1, True, "0"):
+        with pytest.raises(ValueError, match="view must be an index"):
+            split.view(bad)
 
 
 def _synthetic(n_photos: int, per: int, dim: int, noise: float, seed: int) -> HogSplit:
