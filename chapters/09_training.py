@@ -89,6 +89,7 @@ loss_weights = {
 }
 unfreeze_blocks = 0  # also train the last k visual blocks (a deviation from the paper)
 eval_every = 100  # validation every N steps (selects the checkpoint)
+test_shift = 2  # pixels of the test-time shifted views (our addition; 0 skips them)
 patience = None  # evaluations without improvement before stopping (None: never)
 amp = "off"  # mixed precision on CUDA: off, bf16 or fp16
 num_workers = 0  # data-loading workers
@@ -122,6 +123,7 @@ validate_params(
     loss_weights=loss_weights,
     unfreeze_blocks=unfreeze_blocks,
     eval_every=eval_every,
+    test_shift=test_shift,
     patience=patience,
     amp=amp,
     num_workers=num_workers,
@@ -790,6 +792,60 @@ if dataset == "world":
 # val_fraction=...)`).
 
 # %% [markdown]
+# ### Test-time shifts (our addition)
+#
+# At 96 px a line drawn two pixels away from the edge it traces falls on other
+# pixels of the convolutional stem, and the backbone, which never saw a hand-drawn
+# sketch in pretraining, is not indifferent to that. Chapter 11's classic reference
+# gained five points on real chairs from seeing sketch and photos in several views
+# alike and averaging the similarities; `evaluate_duet(..., test_shift=k)` does the
+# same for the duet (`duet_lib.views`): every sketch and every photo is also shifted
+# by k pixels in each of eight directions (the border repeats the edge pixels), each
+# query type is ranked in all nine views, and its similarities are averaged. The
+# paper ranks the images as they are, and every other number of the book does too;
+# the training and the checkpoint choice above are unchanged. It costs nine times the
+# encoder passes of one evaluation.
+
+# %%
+if test_shift:
+    t0 = time.perf_counter()
+    shift_model = load_trained_duet(bundle, result.best_checkpoint)
+    shifted = evaluate_duet(shift_model, data, "val", test_shift=test_shift)
+    shift_s = time.perf_counter() - t0
+    table = [
+        f"| validation query | as they are | {test_shift}-pixel shifts, 9 views |",
+        "|---|---:|---:|",
+    ]
+    for label, key in rows:
+        if f"{key}_acc@1" in best:
+            table.append(
+                f"| {label} | {best[f'{key}_acc@1']:.3f} | "
+                f"{shifted[f'{key}_acc@1']:.3f} |"
+            )
+    display(Markdown("\n".join(table)))
+    print(f"test-time shifts evaluated in {shift_s:.1f} s")
+else:
+    shifted = None
+    print("test-time shifts skipped (test_shift = 0)")
+
+# %% [markdown]
+# We picked 2 pixels on this run's validation split (4 pixels: 0.563, below the
+# images as they are) and then measured the other two seeds of the trial table
+# without choosing anything on them. Sketch-only FG-SBIR, validation Acc@1, as they
+# are / with 2-pixel shifts: seed 0 0.602 / **0.626**, seed 1 0.583 / 0.626, seed 2
+# 0.546 / 0.567; the mean of the three rises from 0.577 to 0.606, above the chapter's
+# 0.6 target, which on the images as they are only this seed's run meets. The gain
+# (0.02-0.04, one to two of the 0.030 standard errors that 180 shapes leave) is
+# smaller than the spread between seeds, so what holds the sketch-only query near
+# 0.6 is still the backbone's image features; the shifts take out a part of the
+# noise in where lines fall, not the lack of shape detail. They help every query
+# type, not the duet alone (this run, in 16 s): the image side $V(\text{sketch})$
+# gains most (0.583 → 0.652, now above the sketch-only query), the duet 0.947 →
+# 0.962, late fusion 0.902 → 0.930, text only 0.278 → 0.319 (its photos are shifted
+# too). So they leave the comparisons of chapter 10 in place, which ranks the images
+# as they are, as the paper does; exercise 10 asks what they do there.
+
+# %% [markdown]
 # ### A labelled deviation: training more of $V$
 #
 # The paper trains only $V$'s LayerNorms. `unfreeze_blocks` also trains the last k
@@ -817,10 +873,11 @@ if dataset == "world":
 #
 # Claims of this chapter: training ran and its losses fell; the checkpoint was selected
 # on validation; in the teach profile the sketch-only FG-SBIR validation Acc@1 reaches the
-# book's target of 0.6 (our teach run: 0.602 at the selected step), and on the world the
-# duet beats both single modalities; the validation gallery widened like the test one
-# reads the duet lower than the gallery as carved, with a standard error over shapes
-# below 0.02, and the bootstrap's rate is the Acc@1 that `evaluate_duet` reports.
+# book's target of 0.6 (our teach run: 0.602 at the selected step) and the test-time
+# shifts lift it further (0.626); on the world the duet beats both single modalities;
+# the validation gallery widened like the test one reads the duet lower than the
+# gallery as carved, with a standard error over shapes below 0.02, and the bootstrap's
+# rate is the Acc@1 that `evaluate_duet` reports.
 
 # %%
 train_rows = result.history["train"]
@@ -838,6 +895,8 @@ metrics = {
     "val_text_acc@1": best.get("text_acc@1", float("nan")),
     "val_fusion_acc@1": best.get("fusion_acc@1", float("nan")),
     "val_wide_duet_acc@1": wide_metrics["duet_acc@1"] if dataset == "world" else None,
+    "val_shifted_fgsbir_acc@1": shifted["fgsbir_acc@1"] if shifted else None,
+    "val_shifted_duet_acc@1": shifted.get("duet_acc@1") if shifted else None,
     "val_wide_duet_se": spread["se"] if dataset == "world" else None,
     "val_fgsbir_se": fg_spread["se"] if dataset == "world" else None,
     "steps": result.step,
@@ -853,6 +912,9 @@ if dataset == "world":
     assert wide_metrics["fgsbir_acc@1"] == best["fgsbir_acc@1"]  # same FG task
 if profile == "teach" and dataset == "world":
     assert best["fgsbir_acc@1"] >= 0.6, best["fgsbir_acc@1"]
+    if shifted:
+        # the shifted views rank the sketch-only query better still
+        assert shifted["fgsbir_acc@1"] > best["fgsbir_acc@1"], shifted
     assert best["duet_acc@1"] > max(best["sketch_acc@1"], best["text_acc@1"]), best
     # validation as carved flatters the duet; widened like test it reads lower,
     # and 180 shapes pin the rate to about +- 0.01
@@ -873,6 +935,9 @@ metrics
 #   combinations): widened like the test gallery (`widen_split`) our run reads 0.912 ±
 #   0.010 over shapes against 0.947, and 0.919 on test. Differences between models of
 #   a point or two on 180 shapes are within that error (`bootstrap_rate`).
+# - Test-time shifts (our addition, `test_shift`): seeing sketch and photos in nine
+#   2-pixel-shifted views and averaging lifts every query type on validation; the
+#   sketch-only FG-SBIR goes from 0.602 to 0.626 (three-seed mean 0.577 to 0.606).
 # - The same chapter runs the paper setting: `--profile paper` (ViT-B-32, OpenAI weights,
 #   ShoeV2, mixed precision) on a GPU, or several GPUs with
 #   `torchrun --nproc_per_node N` around a script that calls `train_duet`.
@@ -907,6 +972,11 @@ metrics
 #    training shapes per category) and rerun the chapter. How much does the standard error of
 #    the widened duet shrink, and what does the smaller training split cost the
 #    sketch-only query?
+# 10. Score this run's checkpoint on the test split with `evaluate_duet(..., "test",
+#     test_shift=2)` and with `test_shift=0`, and B-CLIP's (chapter 10) likewise with
+#     shifted images of your own (`duet_lib.views.shift_images`). Does the duet's lead
+#     over late fusion and over the best single modality survive the shifts? Try 1 and
+#     3 pixels on validation first.
 #
 # ## References
 #

@@ -729,8 +729,8 @@ else:
 # %% [markdown]
 # How much do the views and the extra metrics add? The same report split, ranked
 # by the first metric on the images as they are, by the first metric averaged over
-# the fourteen views, and by all the metrics over the fourteen views (the row above
-# and the results table use the last).
+# the fourteen views, and by all the metrics over the fourteen views (the results
+# table below uses the last).
 
 # %%
 hog_ladder = {}
@@ -762,16 +762,16 @@ if hog_model:
 # **45.5 % / 87.0 %**, mean rank 5.2, in about a minute. With seeds 1 and 2 (metrics
 # of seeds 1-3 and 2-4) the reference read 43.3 % / 86.4 % and 44.6 % / 87.6 % (mean
 # 44.5 % / 87.0 %, a measurement after the choices, not used for them). The views
-# moved the test split about as much as they moved the held-out folds of the
-# cross-validation, five points of Acc@1, while the three metrics added less than
-# there (one point for this seed). On the release's framing, with one view and
-# 3-pixel hard lines, the same reference read 27.2 % / 71.5 % (three seeds: 26.1 % /
-# 73.6 %); framing alone took that run to 37.2 % / 80.8 %. Each test number is a
-# single look with a standard error of about three points (below). The reference has
-# about four times the best Acc@1 of the embedded backbone (11.8 % / 55.7 %,
-# experiment 3's image side), from the same 850 training sketches, and stands level
-# with the ImageNet-pretrained Triplet-SN at Acc@1 (about 45 %) and above it at
-# Acc@10 (about 84 %), with no pretrained network at all.
+# moved the test split about as much as they moved the pooled held-out folds of the
+# cross-validation (five to six points of Acc@1); the two extra metrics added less
+# (0.6 points here, about two in the folds). On the release's framing, with one
+# view and 3-pixel hard lines, the same reference read 27.2 % / 71.5 % (three seeds:
+# 26.1 % / 73.6 %); framing alone took that run to 37.2 % / 80.8 %. Each test number
+# is a single look with a standard error of about three points (below). The
+# reference has about four times the best Acc@1 of the embedded backbone (11.8 % /
+# 55.7 %, experiment 3's image side), from the same 850 training sketches, and
+# stands level with the ImageNet-pretrained Triplet-SN at Acc@1 (about 45 %) and
+# above it at Acc@10 (about 84 %), with no pretrained network at all.
 
 # %% [markdown]
 # ## Results

@@ -19,9 +19,10 @@ training mean; trained with an InfoNCE in which each sketch must pick its photo
 among all training photos, on six views of the training split (every sketch and
 photo also mirrored and zoomed by 0.9 and 1.1, :data:`TRAIN_VIEWS`); the state with
 the best validation Acc@1 is kept. At test time sketch and photos are compared in
-fourteen views alike (the six and eight small shifts, :data:`TEST_VIEWS`) and the
-similarity is averaged over the views and over metrics trained from three seeds
-(:func:`view_similarity`). The test split is never read while training or choosing.
+fourteen views alike (the six training views and eight small shifts,
+:data:`TEST_VIEWS`), and the similarity is averaged over the views and over metrics
+trained from several seeds (:func:`view_similarity`; chapter 11 uses three). The
+test split is never read while training or choosing.
 """
 
 from __future__ import annotations
@@ -495,11 +496,9 @@ def view_similarity(
         raise ValueError(
             f"{q} sketch rows and {n} photo rows do not split into {v} views"
         )
-    q, n = q // v, n // v
-    total = torch.zeros(q, n)
+    blocks = [split.view(i) for i in range(v)]
+    total = torch.zeros(q // v, n // v)
     for model in models:
-        for i in range(v):
-            total += model.similarity(
-                split.sketches[i * q : (i + 1) * q], split.photos[i * n : (i + 1) * n]
-            )
+        for block in blocks:
+            total += model.similarity(block.sketches, block.photos)
     return total / (v * len(models))

@@ -290,6 +290,11 @@ PARAMS: dict[str, ParamSpec] = {
         "learned linear metric (0 skips it)",
         _int(0),
     ),
+    "test_shift": ParamSpec(
+        "pixels of chapter 09's test-time shifted views (sketch and photos seen in "
+        "nine views, similarities averaged; 0 skips them)",
+        _int(0, 32),
+    ),
     "hog_seeds": ParamSpec(
         "metrics of chapter 11's classic reference, trained from seeds seed, "
         "seed + 1, ...; their similarities are averaged",

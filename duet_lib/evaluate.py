@@ -70,6 +70,7 @@ from duet_lib.train import (
     evaluate_duet,
     load_trained_duet,
 )
+from duet_lib.views import shift_offsets
 
 __all__ = [
     "LAYOUT_CHOICES",
@@ -300,6 +301,7 @@ def evaluate_checkpoint(
     val_fraction: float = 0.1,
     backbone_seed: int | None = None,
     framing: float | None = None,
+    test_shift: int = 0,
     quiet: bool = True,
 ) -> dict[str, Any]:
     """Rebuild a trained duet and measure it on one split of a dataset (chapter 10).
@@ -327,12 +329,16 @@ def evaluate_checkpoint(
         framing: crop sketches and photos to their content at this fill
             (:func:`duet_lib.data.framing.framed`; chapter 11 trains on ChairV2
             framed at 0.7); None: the data as the release has it.
+        test_shift: 0 ranks the images as they are (the paper's protocol); k > 0
+            averages over nine views shifted by k pixels (chapter 09,
+            :func:`duet_lib.train.evaluate_duet`).
         quiet: hide the loaders' progress bars.
 
     Returns:
         A JSON-ready dict: ``checkpoint``, ``step``, ``layout``, ``root``,
-        ``dataset``, ``split``, ``text``, ``framing``, ``backbone`` (``model_name``,
-        ``pretrained``, ``trained_with``, ``fingerprint``, ``verified``),
+        ``dataset``, ``split``, ``text``, ``framing``, ``test_shift``, ``backbone``
+        (``model_name``, ``pretrained``, ``trained_with``, ``fingerprint``,
+        ``verified``),
         ``n_queries`` and ``n_gallery`` of the FG-SBIR task, and ``metrics``
         (the flat dict of :func:`duet_lib.train.evaluate_duet`).
 
@@ -400,6 +406,10 @@ def evaluate_checkpoint(
             f"{fix}"
         )
 
+    try:
+        shift_offsets(test_shift)
+    except ValueError as exc:
+        raise EvaluationError(f"--test-shift {test_shift!r}: {exc}") from None
     dataset = _load_data(layout, root, val_fraction, quiet)
     if framing is not None:
         try:
@@ -428,7 +438,9 @@ def evaluate_checkpoint(
             f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
         ) from None
     try:
-        metrics = evaluate_duet(model, dataset, split, texts, batch_size=batch_size)
+        metrics = evaluate_duet(
+            model, dataset, split, texts, batch_size=batch_size, test_shift=test_shift
+        )
     except (CorruptImageError, FileNotFoundError) as exc:
         raise EvaluationError(
             f"cannot read the {split} data of {root}: {exc}"
@@ -443,6 +455,7 @@ def evaluate_checkpoint(
         "split": split,
         "text": text,
         "framing": framing,
+        "test_shift": test_shift,
         "backbone": {
             "model_name": model_name,
             "pretrained": weights,
@@ -516,6 +529,15 @@ def _build_parser() -> argparse.ArgumentParser:
             "trained (chapter 11: 0.7); default: the data as released"
         ),
     )
+    parser.add_argument(
+        "--test-shift",
+        type=int,
+        default=0,
+        help=(
+            "also rank sketch and photos shifted by this many pixels in eight "
+            "directions and average (chapter 09); default 0: as they are"
+        ),
+    )
     parser.add_argument("--output", default=None, help="also write the JSON here")
     parser.add_argument(
         "--progress", action="store_true", help="show the loaders' progress bars"
@@ -550,6 +572,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             val_fraction=args.val_fraction,
             backbone_seed=args.backbone_seed,
             framing=args.framing,
+            test_shift=args.test_shift,
             quiet=not args.progress,
         )
     except EvaluationError as exc:

@@ -197,6 +197,16 @@ def test_coordinate_layout(
     )
     assert fr["metrics"] == expected
 
+    # --test-shift averages nine shifted views (chapter 09)
+    code, out, err = run_cli(
+        capsys, *args, "--root", setup["world"], "--test-shift", "2"
+    )
+    assert code == 0, err
+    sh = json.loads(out)
+    assert sh["test_shift"] == 2 and plain["test_shift"] == 0
+    expected = evaluate_duet(model, ds, "test", test_shift=2)
+    assert sh["metrics"] == expected != plain["metrics"]
+
 
 def test_moved_weights_need_pretrained(
     setup: dict[str, Path], capsys: pytest.CaptureFixture, tmp_path: Path
@@ -297,6 +307,7 @@ def test_other_backbone_is_refused(
         ("output_folder", "is a folder"),
         ("bad_device", "device 'cuda:7'"),
         ("bad_framing", "--framing 1.5"),
+        ("bad_test_shift", "--test-shift -1"),
     ],
 )
 def test_bad_inputs_exit_2_with_one_line(
@@ -340,6 +351,8 @@ def test_bad_inputs_exit_2_with_one_line(
         extra = ["--output", tmp_path]
     elif case == "bad_framing":
         extra = ["--framing", "1.5"]
+    elif case == "bad_test_shift":
+        extra = ["--test-shift", "-1"]
     elif case == "bad_device":
         if torch.cuda.device_count() > 7:
             pytest.skip("this machine has a cuda:7")

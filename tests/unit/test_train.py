@@ -759,3 +759,40 @@ def test_loss_weights_for_switches_words_off_without_attributes(
     assert off.words == 0.0 and off.trip == 1.0
     with pytest.raises(ValueError, match="unknown loss name"):
         loss_weights_for({"recon": 1}, world)
+
+
+def test_evaluate_test_shift_averages_shifted_views(
+    world: SketchPhotoSet, eval_model
+) -> None:
+    from duet_lib.tasks import retrieval_task
+    from duet_lib.train import _view_similarities
+    from duet_lib.views import shift_offsets
+
+    plain: dict = {}
+    metrics = evaluate_duet(eval_model, world, "test", similarities=plain)
+    assert evaluate_duet(eval_model, world, "test", test_shift=0) == metrics
+    shifted: dict = {}
+    out = evaluate_duet(eval_model, world, "test", similarities=shifted, test_shift=2)
+    assert set(out) == set(metrics)
+    bundle = eval_model.bundle
+    task = retrieval_task(
+        world,
+        "test",
+        image_size=bundle.image_size,
+        mean=bundle.image_mean,
+        std=bundle.image_std,
+    )
+    views = [
+        _view_similarities(eval_model, task, 64, 1.0, dx, dy)
+        for dx, dy in shift_offsets(2)
+    ]
+    for prefix in ("fgsbir", "visual", "duet", "text"):
+        # the shift reaches the encoders: another view ranks with other numbers
+        assert not torch.allclose(views[1][prefix], views[0][prefix])
+        torch.testing.assert_close(views[0][prefix], plain[prefix][0])
+        # and the reported matrix is the mean of the nine
+        mean = torch.stack([v[prefix] for v in views]).mean(0)
+        torch.testing.assert_close(shifted[prefix][0], mean)
+        assert shifted[prefix][2] == plain[prefix][2]
+    with pytest.raises(ValueError, match="shift must be an integer"):
+        evaluate_duet(eval_model, world, "test", test_shift=-1)
