@@ -34,12 +34,10 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from duet_lib.data.framing import load_photo
-from duet_lib.data.loaders import load_image
+from duet_lib.data.pairs import sketch_array, square_resize
 from duet_lib.data.records import SketchPhotoSet, SketchRecord
-from duet_lib.data.strokes import rasterize
 from duet_lib.data.world_text import appearance_phrase, combination_captions
 from duet_lib.metrics import acc_at_k, attribute_at_1, ranks_pessimistic
 from duet_lib.models.clip import ClipBundle
@@ -69,35 +67,23 @@ BACKGROUND_PROMPT = {
 }
 
 
-def to_array(image: Image.Image, size: int) -> np.ndarray:
-    """PIL image -> (size, size, 3) uint8 (bicubic resize of a square image)."""
-    image = image.convert("RGB")
-    if image.size != (size, size):
-        image = image.resize((size, size), Image.Resampling.BICUBIC)
-    return np.asarray(image, dtype=np.uint8)
-
-
 def photo_arrays(ws: SketchPhotoSet, photo_ids: Sequence[str], size: int) -> np.ndarray:
     """Photos of ``photo_ids`` as (N, size, size, 3) uint8 (framed to their
-    content when ``ws.framing`` is set)."""
+    content when ``ws.framing`` is set), resized and centre-cropped as the training
+    data are (:func:`duet_lib.data.pairs.square_resize`)."""
     return np.stack(
-        [to_array(load_photo(ws.photos[p], ws.framing), size) for p in photo_ids]
+        [square_resize(load_photo(ws.photos[p], ws.framing), size) for p in photo_ids]
     )
 
 
 def sketch_arrays(
     records: Sequence[SketchRecord], size: int, line_width: float = 3.0
 ) -> np.ndarray:
-    """Sketches as (N, size, size, 3) uint8 (vector sketches rasterised with
-    strokes ``line_width`` canvas pixels wide)."""
-    out = []
-    for rec in records:
-        if rec.strokes is not None:
-            img = rasterize(rec.strokes, size=size, line_width=line_width)
-            out.append(to_array(img, size))
-        else:
-            out.append(to_array(load_image(rec.path), size))
-    return np.stack(out)
+    """Sketches as (N, size, size, 3) uint8, drawn as the training data are
+    (:func:`duet_lib.data.pairs.sketch_array` without augmentation: vector
+    sketches rasterised with strokes ``line_width`` canvas pixels wide, raster
+    sketches padded to a square with white and resized)."""
+    return np.stack([sketch_array(rec, size, line_width=line_width) for rec in records])
 
 
 @torch.no_grad()

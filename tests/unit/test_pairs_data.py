@@ -214,3 +214,24 @@ def test_bad_arguments(tmp_path: Path) -> None:
         _pairs(one, split="val")[0]
     with pytest.raises(IndexError):
         _pairs(ds)[100]
+
+
+def test_probe_arrays_are_drawn_as_the_training_data(tmp_path: Path) -> None:
+    """The arrays of duet_lib.probes (chapters' figures, the classic reference) are
+    the images the models train on: non-square photos centre-cropped, raster
+    sketches padded to a square."""
+    from duet_lib.probes import photo_arrays, sketch_arrays
+
+    for raster in (False, True):
+        ds = plain_set(tmp_path / f"r{int(raster)}", raster=raster)
+        ids = ds.photo_ids("train")
+        cache = PhotoCache(ds, SIZE)
+        got = photo_arrays(ds, ids, SIZE)
+        assert Image.open(ds.photos[ids[0]]).size == (100, 80)  # not square
+        for pid, arr in zip(ids, got, strict=True):
+            np.testing.assert_array_equal(arr, cache.model_image(pid))
+        recs = ds.sketches_in("train")
+        drawn = sketch_arrays(recs, SIZE, line_width=2.0)
+        assert drawn.shape == (len(recs), SIZE, SIZE, 3) and drawn.dtype == np.uint8
+        for rec, arr in zip(recs, drawn, strict=True):
+            np.testing.assert_array_equal(arr, sketch_array(rec, SIZE, line_width=2.0))
