@@ -691,8 +691,8 @@ display(Markdown("\n".join(table)))
 # not the queries, are the independent draws).
 
 # %%
+best_model = load_trained_duet(bundle, result.best_checkpoint)  # also used below
 if dataset == "world":
-    best_model = load_trained_duet(bundle, result.best_checkpoint)
     wide = widen_split(data, "val")
     sims = {}  # query type -> (similarities, targets, gallery ids) as ranked
     wide_metrics = evaluate_duet(best_model, wide, "val", similarities=sims)
@@ -811,8 +811,7 @@ if dataset == "world":
 # %%
 if test_shift:
     t0 = time.perf_counter()
-    shift_model = load_trained_duet(bundle, result.best_checkpoint)
-    shifted = evaluate_duet(shift_model, data, "val", test_shift=test_shift)
+    shifted = evaluate_duet(best_model, data, "val", test_shift=test_shift)
     shift_s = time.perf_counter() - t0
     table = [
         f"| validation query | as they are | {test_shift}-pixel shifts, 9 views |",

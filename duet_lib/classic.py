@@ -157,11 +157,9 @@ def hog_features(images: np.ndarray, cfg: HogConfig = HogConfig()) -> torch.Tens
 
 def _sketch_images(records: Sequence[SketchRecord], cfg: HogConfig) -> np.ndarray:
     """(N, S, S, 3) uint8 sketches, drawn at ``cfg.supersample`` times S and
-    resized down."""
-    size, k = cfg.image_size, cfg.supersample
-    if k == 1:
-        return sketch_arrays(records, size, cfg.line_width)
-    big = sketch_arrays(records, size * k, cfg.line_width)
+    resized down (a resize to the same size is a copy)."""
+    size = cfg.image_size
+    big = sketch_arrays(records, size * cfg.supersample, cfg.line_width)
     return np.stack(
         [
             np.asarray(
@@ -191,11 +189,20 @@ class HogSplit:
     gallery: list[str] = field(default_factory=list)
     views: int = 1
 
+    def __post_init__(self) -> None:
+        _positive_int("views", self.views)
+
     def view(self, i: int) -> HogSplit:
         """The rows of view block ``i`` alone (targets index its photos)."""
         if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < self.views:
             raise ValueError(f"view must be an index in [0, {self.views}), got {i!r}")
-        q, n = len(self.sketches) // self.views, len(self.photos) // self.views
+        q, n = len(self.sketches), len(self.photos)
+        if q % self.views or n % self.views:
+            raise ValueError(
+                f"{q} sketch rows and {n} photo rows do not split into "
+                f"{self.views} views"
+            )
+        q, n = q // self.views, n // self.views
         return HogSplit(
             self.sketches[i * q : (i + 1) * q],
             self.photos[i * n : (i + 1) * n],
@@ -491,14 +498,10 @@ def view_similarity(
     models = [models] if isinstance(models, HogMetric) else list(models)
     if not models:
         raise ValueError("view_similarity needs at least one metric")
-    v, q, n = split.views, len(split.sketches), len(split.photos)
-    if v < 1 or q % v or n % v:
-        raise ValueError(
-            f"{q} sketch rows and {n} photo rows do not split into {v} views"
-        )
-    blocks = [split.view(i) for i in range(v)]
-    total = torch.zeros(q // v, n // v)
-    for model in models:
-        for block in blocks:
-            total += model.similarity(block.sketches, block.photos)
-    return total / (v * len(models))
+    blocks = [split.view(i) for i in range(split.views)]
+    total = sum(
+        model.similarity(block.sketches, block.photos)
+        for model in models
+        for block in blocks
+    )
+    return total / (len(blocks) * len(models))

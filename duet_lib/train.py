@@ -890,10 +890,13 @@ def _evaluate(
         std=bundle.image_std,
         cache=cache,
     )
+    t_emb = (
+        _text_embeddings(model, task.texts, batch_size) if task.has_composed else None
+    )
     sims: dict[str, torch.Tensor] = {}
     for dx, dy in offsets:
         for prefix, sim in _view_similarities(
-            model, task, batch_size, fusion_weight, dx, dy
+            model, task, t_emb, batch_size, fusion_weight, dx, dy
         ).items():
             sims[prefix] = sims[prefix] + sim if prefix in sims else sim
     out: dict[str, float | int] = {}
@@ -909,17 +912,34 @@ def _evaluate(
     return out
 
 
+def _text_embeddings(
+    model: DuetModel, texts: Sequence[str], batch_size: int
+) -> torch.Tensor:
+    """(Q, E) normalised frozen-CLIP embeddings of the query texts (each unique
+    text encoded once); they do not depend on the image view."""
+    unique = list(dict.fromkeys(texts))
+    t_unique = torch.cat(
+        [
+            encode_text(model.bundle, unique[r.start : r.stop]).float()
+            for r in _chunks(len(unique), batch_size)
+        ]
+    )
+    t_pos = {t: i for i, t in enumerate(unique)}
+    return F.normalize(t_unique[torch.tensor([t_pos[t] for t in texts])], dim=-1)
+
+
 def _view_similarities(
     model: DuetModel,
     task: RetrievalTask,
+    t_emb: torch.Tensor | None,
     batch_size: int,
     fusion_weight: float,
     dx: int,
     dy: int,
 ) -> dict[str, torch.Tensor]:
     """Every query type's (Q, N) similarity matrix with sketches and photos
-    shifted by (dx, dy) pixels (:func:`_evaluate` averages over views)."""
-    bundle = model.bundle
+    shifted by (dx, dy) pixels (:func:`_evaluate` averages over views); ``t_emb``
+    holds the composed task's text embeddings (:func:`_text_embeddings`)."""
     device = next(model.parameters()).device
     data = task.data
     n_sk = len(data.records)
@@ -982,15 +1002,6 @@ def _view_similarities(
             for r in _chunks(n_q, batch_size)
         ]
     ).float()
-    unique = list(dict.fromkeys(query_texts))
-    t_unique = torch.cat(
-        [
-            encode_text(bundle, unique[r.start : r.stop]).float()
-            for r in _chunks(len(unique), batch_size)
-        ]
-    )
-    t_pos = {t: i for i, t in enumerate(unique)}
-    t_emb = F.normalize(t_unique[torch.tensor([t_pos[t] for t in query_texts])], dim=-1)
     s_only = qs[idx]
     fusion = F.normalize(s_only + fusion_weight * t_emb, dim=-1)
     for prefix, q in (

@@ -765,7 +765,7 @@ def test_evaluate_test_shift_averages_shifted_views(
     world: SketchPhotoSet, eval_model
 ) -> None:
     from duet_lib.tasks import retrieval_task
-    from duet_lib.train import _view_similarities
+    from duet_lib.train import _text_embeddings, _view_similarities
     from duet_lib.views import shift_offsets
 
     plain: dict = {}
@@ -782,8 +782,9 @@ def test_evaluate_test_shift_averages_shifted_views(
         mean=bundle.image_mean,
         std=bundle.image_std,
     )
+    t_emb = _text_embeddings(eval_model, task.texts, 64)
     views = [
-        _view_similarities(eval_model, task, 64, 1.0, dx, dy)
+        _view_similarities(eval_model, task, t_emb, 64, 1.0, dx, dy)
         for dx, dy in shift_offsets(2)
     ]
     for prefix in ("fgsbir", "visual", "duet", "text"):
