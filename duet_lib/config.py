@@ -291,8 +291,8 @@ PARAMS: dict[str, ParamSpec] = {
         _int(0),
     ),
     "test_shift": ParamSpec(
-        "pixels of chapter 09's test-time shifted views (sketch and photos seen in "
-        "nine views, similarities averaged; 0 skips them)",
+        "pixels of the test-time shifted views of chapters 09 and 10 (sketch and "
+        "photos seen in nine views, similarities averaged; 0 skips them)",
         _int(0, 32),
     ),
     "hog_seeds": ParamSpec(
