@@ -102,6 +102,7 @@ deviation_steps = 300  # training steps of experiment 3
 hog_steps = 400  # steps of the classic HOG reference, experiment 4 (0 skips it)
 hog_seeds = 3  # metrics of the classic reference (seeds seed, seed + 1, ...), averaged
 framing = 0.7  # crop sketch and photo to their content at this fill (None: as given)
+test_shift = 2  # pixels of chapter 09's test-time shifted views (0 skips them)
 batch_size = 32  # sketches per step
 lr_visual = 1e-3  # learning rate of the LayerNorms of V, for the duet and B-CLIP
 lr_modules = 1e-3  # learning rate of C_v2w, P^L and G
@@ -135,6 +136,7 @@ validate_params(
     hog_steps=hog_steps,
     hog_seeds=hog_seeds,
     framing=framing,
+    test_shift=test_shift,
     batch_size=batch_size,
     lr_visual=lr_visual,
     lr_modules=lr_modules,
@@ -962,6 +964,61 @@ display(Markdown("\n".join(rows)))
 # standard errors above 84 %: on 100 test photos the two are not told apart at Acc@1;
 # the quoted row has its own sampling error, which we do not know.
 #
+# ### Test-time shifts (chapter 09's addition)
+#
+# Chapter 09 found on the world's validation split that seeing every sketch and photo
+# in nine views, as they are and shifted by `test_shift` pixels in eight directions,
+# and averaging the similarities helps the duet's queries (`evaluate_duet(...,
+# test_shift=k)`); the classic reference above already averages its own fourteen
+# views. Here the duet's and the deviation's queries are ranked in the nine views on
+# ChairV2's validation split and on the report split, with the weights kept above;
+# the table above stays on the paper's protocol.
+
+# %%
+shift_table = None
+shift_acc = {}  # (model, query, split) -> (as they are, nine views) Acc@1
+if test_shift:
+    t0 = time.perf_counter()
+    shift_models = {"duet": model, "deviation": dev_model}
+    shift_queries = {"fgsbir": "s_L^T", "visual": "image side V'(sketch)"}
+    lines = [
+        "| query, Acc@1 % | val, as they are | val, 9 views "
+        f"| {split}, as they are | {split}, 9 views |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, m in shift_models.items():
+        if m is None:
+            continue
+        evals = {}
+        for sp in ("val", split):
+            words = [query_text] * len(data.sketches_in(sp))
+            plain = evaluate_duet(m, data, sp, texts=words)
+            views = evaluate_duet(m, data, sp, texts=words, test_shift=test_shift)
+            evals[sp] = (plain, views)
+        for key, label in shift_queries.items():
+            cells = []
+            for sp in ("val", split):
+                pair = tuple(e[f"{key}_acc@1"] for e in evals[sp])
+                shift_acc[(name, key, sp)] = pair
+                cells += [f"{100 * v:.1f}" for v in pair]
+            lines.append(f"| {name}: {label} | {' | '.join(cells)} |")
+    shift_table = "\n".join(lines)
+    display(Markdown(shift_table))
+    print(f"shifted evaluations in {time.perf_counter() - t0:.1f} s")
+else:
+    print("test-time shifts skipped (test_shift = 0)")
+
+# %% [markdown]
+# In our run (21 s for the eight evaluations) the views lift three of the four queries
+# on validation by 2 to 4 points (the deviation's image side stays at 36.6 %) and three
+# of the four on the test split: the duet's $s_L^T$ 6.2 → 8.7 %, its image side
+# 8.4 → 9.3 %, the deviation's $s_L^T$ 8.4 → 12.1 %, while the deviation's image side,
+# the best row as they are, falls 11.8 → 10.5 %. Each change is within one or two of
+# the standard errors above, and the best row stays at about a quarter of the classic
+# reference's 45.5 %. Where the lines of a real sketch fall is a small part of what
+# holds the embedded backbone back on real chairs; what its features carry is the
+# large part (next section but one).
+#
 # ## Failure gallery
 #
 # The sketches whose true photo the duet's sketch-only query ranks worst, with the
@@ -1114,7 +1171,8 @@ display(
 # experiment 3 ranks better than the paper's LayerNorm-only recipe (mean reciprocal
 # rank of the sketch-only query), and the classic reference of experiment 4 ranks
 # better than every query of the embedded backbone, with at least twice the best
-# Acc@1. (The framing section checked its own claim where it made it.)
+# Acc@1, and the test-time views leave every backbone query below half of its Acc@1.
+# (The framing section checked its own claim where it made it.)
 
 # %%
 n_val_photos = len(data.photo_ids("val"))
@@ -1183,6 +1241,11 @@ if profile == "teach":
         # one metric on the images as they are (0.533 -> 0.593 MRR in our run)
         ladder = list(hog_ladder.values())
         assert ladder[-1]["mrr"] >= ladder[0]["mrr"] + 0.02, hog_ladder
+    if shift_acc and hog_model:
+        # the nine views move the backbone's queries by a few points at most: every
+        # one of them stays below half the classic reference's Acc@1 in them too
+        best_shifted = max(v[1] for (_, _, sp), v in shift_acc.items() if sp == split)
+        assert best_shifted < hog_eval["hog_acc@1"] / 2, (best_shifted, hog_eval)
 
 metrics = {"n_gallery": n_gallery, "n_queries": n_query, "split": split}
 for name, (m, prefix) in reports.items():
@@ -1209,6 +1272,11 @@ metrics |= {
     "val_hog_acc@1": max(h["val_acc@1"] for h in hog_model.history)
     if hog_model
     else None,
+    **{
+        f"{'val' if sp == 'val' else 'report'}_{name}_{key}_{kind}_acc@1": pair[i]
+        for (name, key, sp), pair in shift_acc.items()
+        for i, kind in enumerate(("plain", "shifted"))
+    },
     "train_s": round(duet_s + bclip_s + dev_s + hog_s, 1),
     "chapter_s": round(time.perf_counter() - t_chapter, 1),
 }
@@ -1240,6 +1308,10 @@ metrics
 #   backbone's features, not the number of sketches, are what hold the book's rows
 #   down. Averaging over fourteen views of sketch and photos and over three metrics,
 #   chosen by cross-validation on the training photos, gave it its last six points.
+# - Chapter 09's test-time shifts move the backbone's ChairV2 rows by a few points
+#   either way (the deviation's $s_L^T$ 8.4 → 12.1 %, its image side 11.8 → 10.5 %),
+#   within the standard errors of 100 test photos: not the lever the classic
+#   reference's views were.
 # - A generic text such as "a chair" carries no instance information and barely moves
 #   the composed query; the duet's gain needs words about the target.
 # - In a short run we inspected, the worst failures lost proportion (wide sofas

@@ -291,7 +291,7 @@ PARAMS: dict[str, ParamSpec] = {
         _int(0),
     ),
     "test_shift": ParamSpec(
-        "pixels of the test-time shifted views of chapters 09 and 10 (sketch and "
+        "pixels of the test-time shifted views of chapters 09-11 (sketch and "
         "photos seen in nine views, similarities averaged; 0 skips them)",
         _int(0, 32),
     ),
