@@ -13,6 +13,9 @@ JSON files in ``duet_lib/configs/`` and are registered with open_clip on first u
   stride is 16, so a 96 px image gives a 6x6 grid of tokens and 128 px an 8x8 grid.
 - ``duet-tiny-patch``: the same transformer with a plain 16 px patch embedding,
   for comparison.
+- ``duet-tiny-hog-96``: the same transformer reading fixed gradient histograms
+  (:class:`HogStem`; Dalal and Triggs, CVPR 2005) through a small learned map, for
+  chapter 02's short-budget comparison.
 
 The stem cannot be described inside an open_clip config (the constructor rejects
 unknown keys), so its specification lives in ``duet_lib/configs/stems.json`` and
@@ -44,6 +47,7 @@ from typing import Any
 import numpy as np
 import open_clip
 import torch
+import torch.nn.functional as F
 from open_clip import constants as oc_constants
 from PIL import Image
 from torch import nn
@@ -55,6 +59,7 @@ __all__ = [
     "CONFIG_DIR",
     "ClipBundle",
     "ConvStem",
+    "HogStem",
     "WeightsUnavailableError",
     "available_models",
     "count_parameters",
@@ -203,16 +208,102 @@ class ConvStem(nn.Module):
         return self.layers(x.contiguous(memory_format=torch.channels_last))
 
 
-def _apply_stem(model: nn.Module, spec: dict[str, Any]) -> None:
-    visual = model.visual
-    width = visual.conv1.out_channels
-    stem = ConvStem(
+class HogStem(nn.Module):
+    """A stem of fixed gradient histograms and a learned per-token map (chapter 02).
+
+    The fixed part computes, per ``cell`` x ``cell`` cell of the image, a histogram
+    of unsigned gradient orientations in ``bins`` bins (each pixel votes its
+    gradient magnitude into its two nearest bins; Dalal and Triggs, CVPR 2005) on
+    the channel mean, takes the square root and divides by the local energy of the
+    3 x 3 neighbouring cells, and appends the cell's mean of each input channel.
+    Each token gathers 2 x 2 cells; a 1x1 convolution, GELU and a 1x1 convolution
+    map its ``4 * (bins + 3)`` numbers to the transformer width. Only that map
+    learns: shape edges are in the tokens from the first step, but which edges
+    belong to the object and which to its pattern or background must still be
+    learned. Our choice, for chapter 02's comparison of what a few minutes of
+    pretraining buy; the book's default keeps the learned convolutional stem.
+
+    Shapes:
+        input (B, 3, H, W) -> output (B, width, H / (2 cell), W / (2 cell)), for H
+        and W divisible by ``2 * cell``.
+    """
+
+    def __init__(self, width: int, bins: int = 9, cell: int = 8, hidden: int = 128):
+        super().__init__()
+        if min(bins, cell, hidden, width) < 1:
+            raise ValueError("HogStem sizes must be positive integers")
+        self.bins, self.cell = int(bins), int(cell)
+        self.total_stride = 2 * self.cell
+        diff = torch.tensor([-1.0, 0.0, 1.0])
+        self.register_buffer("kernel_x", diff.view(1, 1, 1, 3), persistent=False)
+        self.register_buffer("kernel_y", diff.view(1, 1, 3, 1), persistent=False)
+        centres = (torch.arange(self.bins) + 0.5) * math.pi / self.bins
+        self.register_buffer("centres", centres.view(1, -1, 1, 1), persistent=False)
+        features = 4 * (self.bins + 3)
+        self.proj = nn.Sequential(
+            nn.Conv2d(features, hidden, 1),
+            nn.GELU(),
+            nn.Conv2d(hidden, width, 1, bias=False),
+        )
+
+    @torch.no_grad()
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, 4 (bins + 3), H / 2 cell, W / 2 cell) fixed features."""
+        side = self.total_stride
+        if x.ndim != 4 or x.shape[1] != 3 or x.shape[2] % side or x.shape[3] % side:
+            raise ValueError(
+                f"HogStem needs (B, 3, H, W) with H and W divisible by {side}, got "
+                f"{tuple(x.shape)}"
+            )
+        x = x.float()
+        grey = x.mean(1, keepdim=True)
+        gx = F.conv2d(F.pad(grey, (1, 1, 0, 0), mode="replicate"), self.kernel_x)
+        gy = F.conv2d(F.pad(grey, (0, 0, 1, 1), mode="replicate"), self.kernel_y)
+        magnitude = torch.sqrt(gx**2 + gy**2 + 1e-6)
+        angle = torch.atan2(gy, gx) % math.pi  # unsigned orientation in [0, pi)
+        gap = (angle - self.centres).abs()
+        gap = torch.minimum(gap, math.pi - gap)  # orientation wraps around at pi
+        votes = (1 - gap * self.bins / math.pi).clamp(min=0) * magnitude
+        hist = F.avg_pool2d(votes, self.cell).sqrt()
+        energy = F.avg_pool2d(
+            hist.pow(2).sum(1, keepdim=True), 3, 1, 1, count_include_pad=False
+        )
+        hist = hist / torch.sqrt(energy + 1e-3)
+        colour = F.avg_pool2d(x, self.cell)
+        return F.pixel_unshuffle(torch.cat([hist, colour], 1), 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.features(x).to(self.proj[0].weight.dtype))
+
+
+#: Stem kinds of ``stems.json`` (an entry without ``kind`` is a ``conv`` stem).
+STEM_KINDS = ("conv", "hog")
+
+
+def _build_stem(spec: dict[str, Any], width: int) -> nn.Module:
+    kind = spec.get("kind", "conv")
+    if kind == "hog":
+        return HogStem(
+            width,
+            bins=spec.get("bins", 9),
+            cell=spec.get("cell", 8),
+            hidden=spec.get("hidden", 128),
+        )
+    if kind != "conv":
+        raise ValueError(f"unknown stem kind {kind!r}; valid: {', '.join(STEM_KINDS)}")
+    return ConvStem(
         channels=spec["channels"],
         width=width,
         kernel_size=spec.get("kernel_size", 3),
         stride=spec.get("stride", 2),
         activation=spec.get("activation", "gelu"),
     )
+
+
+def _apply_stem(model: nn.Module, spec: dict[str, Any]) -> None:
+    visual = model.visual
+    width = visual.conv1.out_channels
+    stem = _build_stem(spec, width)
     if stem.total_stride != visual.patch_size[0]:
         raise ValueError(
             f"stem stride {stem.total_stride} differs from the config's patch size "

@@ -135,6 +135,12 @@ class PretrainConfig:
         math_attention: on CPU use PyTorch's plain attention kernel, quicker than
             its flash kernel at these short sequences (:func:`fast_attention`); same
             caveat as ``text_buckets``.
+        shape_weight: w_shape, weight of a shape-parameter term in the first phase
+            (0: off, the book's default): a linear head, discarded afterwards, reads
+            each geometry's shape parameters (:func:`shape_targets`) from the image
+            embedding (masked mean squared error). Privileged information that only
+            a procedural world has; our choice, for chapter 02's comparison of what
+            a few minutes of pretraining buy.
     """
 
     model_name: str = "duet-tiny-conv-96"
@@ -158,6 +164,7 @@ class PretrainConfig:
     checkpoint_every: int = 100
     text_buckets: int = 1
     math_attention: bool = False
+    shape_weight: float = 0.0
     inversion_steps: int = 0
     inversion_lr: float = 3e-4
     inversion_map_lr: float = 1e-3
@@ -192,6 +199,8 @@ class PretrainConfig:
             problems.append("line_drawing_fraction must lie in [0, 1]")
         if self.image_image_weight < 0:
             problems.append("image_image_weight must be >= 0")
+        if not self.shape_weight >= 0:
+            problems.append("shape_weight must be >= 0 (0: no shape-parameter term)")
         if self.image_image_dims < 0:
             problems.append("image_image_dims must be >= 0 (0: all dimensions)")
         if not 0 <= self.shape_share < 1:
@@ -284,6 +293,7 @@ _NEUTRAL_LATER_FIELDS: dict[str, Any] = {
     "caption_targets": "identical",
     "text_buckets": 1,
     "math_attention": False,
+    "shape_weight": 0.0,
 }
 
 #: The second phase's fields as :meth:`PretrainConfig.first_phase` sets them: their
@@ -402,9 +412,14 @@ def _lr_at(step: int, cfg: PretrainConfig) -> float:
 
 
 def _make_optimizer(
-    model: nn.Module, cfg: PretrainConfig, extra: nn.Module | None = None
+    model: nn.Module,
+    cfg: PretrainConfig,
+    extra: nn.Module | None = None,
+    shape_head: nn.Module | None = None,
 ) -> torch.optim.Optimizer:
     groups = _param_groups(model, cfg.weight_decay)
+    if shape_head is not None:  # trained at the model's learning rate
+        groups += _param_groups(shape_head, cfg.weight_decay)
     if extra is not None:  # the inversion map: its own groups and learning rate
         groups += [g | {"map": True} for g in _param_groups(extra, cfg.weight_decay)]
     try:
@@ -535,6 +550,67 @@ def _first_view(
     return torch.where(drawn[:, None], drawing[idx], photo[idx])
 
 
+def shape_targets(
+    attributes: list[dict[str, Any]],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Regression targets of the shape-parameter term (``shape_weight``).
+
+    Each item's shape vector (continuous parameters and one-hot choices, local
+    parts included; :meth:`~duet_lib.data.world_geometry.Shape.vector`) is
+    standardised over the items of its category and placed in that category's
+    columns of one table (categories in sorted order).
+
+    Returns:
+        ``(targets, mask)``: (N, D) float32 each; ``mask`` is 1 in the item's own
+        category's columns and 0 elsewhere (where ``targets`` is 0).
+
+    Raises:
+        ValueError: no items.
+    """
+    from duet_lib.data.world import shape_from_attributes
+
+    if not attributes:
+        raise ValueError("shape_targets needs at least one item")
+    vectors = [shape_from_attributes(a).vector(True) for a in attributes]
+    cats = [a["category"] for a in attributes]
+    offsets, width = {}, 0
+    for cat in sorted(set(cats)):
+        offsets[cat] = width
+        width += len(vectors[cats.index(cat)])
+    targets = np.zeros((len(vectors), width), dtype=np.float32)
+    mask = np.zeros_like(targets)
+    for cat, start in offsets.items():
+        rows = [i for i, c in enumerate(cats) if c == cat]
+        block = np.stack([vectors[i] for i in rows])
+        block = (block - block.mean(0)) / (block.std(0) + 1e-6)
+        cols = slice(start, start + block.shape[1])
+        targets[rows, cols] = block
+        mask[rows, cols] = 1.0
+    return torch.from_numpy(targets), torch.from_numpy(mask)
+
+
+def _shape_head(bundle: ClipBundle, width: int, seed: int) -> nn.Linear:
+    """The shape-parameter term's linear head, initialised from its own generator
+    (the global one stays untouched, so the rest of a run is unchanged)."""
+    dim = int(bundle.model.text_projection.shape[1])
+    head = nn.Linear(dim, width)
+    gen = torch.Generator().manual_seed(seed + 2)
+    bound = dim**-0.5
+    with torch.no_grad():
+        head.weight.uniform_(-bound, bound, generator=gen)
+        head.bias.zero_()
+    return head
+
+
+def shape_loss(
+    head: nn.Module, image_emb: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """Masked mean squared error of ``head`` on normalised image embeddings (B, E),
+    scaled by sqrt(E) so that each input dimension has about unit size."""
+    pred = head(image_emb * math.sqrt(image_emb.shape[1]))
+    return ((pred - targets) ** 2 * mask).sum() / mask.sum().clamp(min=1)
+
+
 def pretrain_dir(cfg: PretrainConfig) -> Path:
     """Cache folder of one configuration."""
     return cache_dir("clip", f"{cfg.model_name}-{cfg.key()}")
@@ -655,6 +731,7 @@ def train_step(
     targets: tuple[torch.Tensor, torch.Tensor] | None = None,
     inversion: Inversion | None = None,
     composed: tuple[torch.Tensor, list[str]] | None = None,
+    shape_term: tuple[nn.Module, torch.Tensor, torch.Tensor] | None = None,
 ) -> dict[str, float]:
     """One optimisation step over B geometries; returns the loss terms as floats.
 
@@ -671,6 +748,8 @@ def train_step(
         composed: ``(rows, phrases)``: a (B,) bool mask of composed inversion rows
             (pseudo-words from the first rendering, then the second's appearance
             phrase; ``cfg.inversion_mix``) and B phrases ("" where not composed).
+        shape_term: ``(head, targets, mask)`` of the shape-parameter term over the 2B
+            images (:func:`shape_targets` rows of both renderings), or None.
 
     The forward passes run under :func:`fast_attention` when ``cfg.math_attention``.
     """
@@ -694,6 +773,12 @@ def train_step(
     loss = loss_clip + cfg.image_image_weight * loss_ii
     terms = {"clip": loss_clip.item(), "image_image": loss_ii.item()}
     params = list(model.parameters())
+    if shape_term is not None:
+        head, shape_t, shape_m = shape_term
+        loss_shape = shape_loss(head, img, shape_t, shape_m)
+        loss = loss + cfg.shape_weight * loss_shape
+        terms["shape"] = loss_shape.item()
+        params += list(head.parameters())
     if inversion is not None:
         sources, suffixes = None, None
         if composed is not None:
@@ -754,7 +839,12 @@ def pretrain_clip(
     if cfg.shape_share > 0:
         set_embedding_blocks(model, cfg.image_image_dims, cfg.shape_share)
     model.train()
-    optimizer = _make_optimizer(model, cfg)
+    corpus = (corpus_fn or world_corpus)(cfg, bundle.image_size)
+    head, shape_t, shape_m = None, None, None
+    if cfg.shape_weight > 0:
+        shape_t, shape_m = shape_targets(list(corpus.attributes))
+        head = _shape_head(bundle, shape_t.shape[1], cfg.seed)
+    optimizer = _make_optimizer(model, cfg, shape_head=head)
     inversion: Inversion | None = None
 
     def second_phase() -> torch.optim.Optimizer:
@@ -771,6 +861,8 @@ def pretrain_clip(
         if state.get("config_key") != cfg.key():
             raise ValueError(f"{last} belongs to another configuration; delete it")
         model.load_state_dict(state["model"])
+        if head is not None and "shape_head" in state:
+            head.load_state_dict(state["shape_head"])
         if "inversion" in state:
             optimizer = second_phase()
             inversion.mapper.load_state_dict(state["inversion"])
@@ -787,7 +879,6 @@ def pretrain_clip(
         start = cfg.steps
     resumed_from = start
 
-    corpus = (corpus_fn or world_corpus)(cfg, bundle.image_size)
     ids_a = bundle.tokenize(corpus.caption_a).cpu()
     ids_b = bundle.tokenize(corpus.caption_b).cpu()
     ids_d = bundle.tokenize(corpus.caption_drawing).cpu()
@@ -839,6 +930,10 @@ def pretrain_clip(
         lr = cfg.inversion_lr if inversion is not None else _lr_at(step, cfg)
         for group in optimizer.param_groups:
             group["lr"] = cfg.inversion_map_lr if group.get("map") else lr
+        shape_term = None
+        if head is not None and inversion is None:  # first phase only
+            both = np.concatenate([idx, idx])
+            shape_term = (head, shape_t[both], shape_m[both])
         terms = train_step(
             bundle,
             optimizer,
@@ -850,6 +945,7 @@ def pretrain_clip(
             targets,
             inversion,
             composed,
+            shape_term,
         )
         pairs += 2 * cfg.batch_size
         history.append({"step": step + 1, **terms})
@@ -864,6 +960,7 @@ def pretrain_clip(
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
                     "history": history,
+                    **({"shape_head": head.state_dict()} if head is not None else {}),
                     **(
                         {
                             "inversion": inversion.mapper.state_dict(),

@@ -30,6 +30,44 @@ def vitb32() -> C.ClipBundle:
 # ------------------------------------------------------------------ configs and stem
 
 
+def test_hog_stem_model_learns_only_its_token_map() -> None:
+    bundle = C.load_clip("duet-tiny-hog-96", seed=0)
+    stem = bundle.model.visual.conv1
+    assert isinstance(stem, C.HogStem) and stem.total_stride == 16
+    assert [n for n, _ in stem.named_parameters()] == [
+        "proj.0.weight",
+        "proj.0.bias",
+        "proj.2.weight",
+    ]
+    x = torch.randn(2, 3, 96, 96)
+    assert stem(x).shape == (2, 128, 6, 6)
+    assert bundle.model.encode_image(x).shape == (2, 128)
+    x.requires_grad_(True)
+    assert not stem.features(x).requires_grad  # the histograms are fixed
+
+
+def test_hog_stem_histograms_follow_edge_orientation_and_keep_colour() -> None:
+    stem = C.HogStem(width=8)
+    ramp = torch.sin(torch.arange(32.0) * 0.8)
+    across = ramp.view(1, 1, 1, 32).expand(1, 3, 32, 32)  # varies along x
+    down = ramp.view(1, 1, 32, 1).expand(1, 3, 32, 32)  # varies along y
+    for image, bins in ((across, {0, 8}), (down, {4})):
+        feats = C.HogStem.features(stem, image.contiguous())  # (1, 4 * 12, 2, 2)
+        cells = feats.view(1, 12, 4, 2, 2)[:, :9]  # pixel_unshuffle puts channel first
+        totals = cells.sum((0, 2, 3, 4))
+        assert int(totals.argmax()) in bins, totals
+    colour = torch.zeros(1, 3, 32, 32)
+    colour[:, 0] = 0.5
+    colour[:, 2] = -1.0
+    feats = stem.features(colour).view(1, 12, 4, 2, 2)
+    torch.testing.assert_close(feats[:, 9], torch.full((1, 4, 2, 2), 0.5))
+    torch.testing.assert_close(feats[:, 11], torch.full((1, 4, 2, 2), -1.0))
+    with pytest.raises(ValueError, match="divisible by 16"):
+        stem.features(torch.zeros(1, 3, 30, 32))
+    with pytest.raises(ValueError, match="unknown stem kind"):
+        C._build_stem({"kind": "wavelet"}, 8)
+
+
 def test_tiny_conv_config(tiny: C.ClipBundle) -> None:
     model = tiny.model
     assert isinstance(model.visual.conv1, C.ConvStem)

@@ -78,6 +78,7 @@ def test_key_of_a_config_without_later_fields_is_unchanged():
         "caption_targets",
         "text_buckets",
         "math_attention",
+        "shape_weight",
         "inversion_steps",
         "inversion_lr",
         "inversion_map_lr",
@@ -371,3 +372,87 @@ def test_chapter_02_teach_literals_build_the_teach_preset():
         corpus_size=p["subset_size"],
     )
     assert from_chapter.key() == PretrainConfig.for_profile("teach").key()
+
+
+def test_shape_targets_are_standardised_per_category_with_a_mask():
+    from duet_lib.data.world import pretraining_corpus
+    from duet_lib.models.pretrain import shape_targets
+
+    corpus = pretraining_corpus(24, 32, seed=3, workers=1, quiet=True, drawings=False)
+    attrs = list(corpus.attributes)
+    targets, mask = shape_targets(attrs)
+    cats = np.array([a["category"] for a in attrs])
+    assert set(cats) == {"chair", "shoe"} and targets.shape == mask.shape
+    for cat in ("chair", "shoe"):
+        rows = torch.from_numpy(cats == cat)
+        cols = mask[rows].bool().all(0)  # the category's own columns
+        assert cols.any() and not mask[rows][:, ~cols].any()
+        assert torch.all(targets[rows][:, ~cols] == 0)
+        block = targets[rows][:, cols]
+        varying = block.std(0, unbiased=False) > 1e-3
+        torch.testing.assert_close(
+            block.mean(0), torch.zeros(block.shape[1]), atol=1e-5, rtol=0
+        )
+        torch.testing.assert_close(
+            block[:, varying].std(0, unbiased=False),
+            torch.ones(int(varying.sum())),
+            atol=1e-3,
+            rtol=0,
+        )
+    # the two categories' columns do not overlap
+    assert not (
+        mask[torch.from_numpy(cats == "chair")].bool().any(0)
+        & mask[torch.from_numpy(cats == "shoe")].bool().any(0)
+    ).any()
+    with pytest.raises(ValueError, match="at least one"):
+        shape_targets([])
+
+
+def test_shape_weight_is_validated_and_named_in_the_key():
+    with pytest.raises(ValueError, match="shape_weight"):
+        _cfg(shape_weight=-1.0)
+    assert _cfg(shape_weight=0.0).key() == _cfg().key()
+    assert _cfg(shape_weight=1.0).key() != _cfg().key()
+
+
+def test_shape_term_trains_its_head_and_resumes_exactly(tmp_path, monkeypatch):
+    # the head lives only in pretraining: the saved model has the plain CLIP's
+    # tensors; an interrupted run restores the head and reaches the same weights
+    cfg = _cfg(shape_weight=1.0, inversion_steps=2)
+    monkeypatch.setenv("DUET_CACHE_DIR", str(tmp_path / "a"))
+    part = pretrain_clip(cfg, quiet=True, stop_after=3)
+    assert all("shape" in h for h in part.history)
+    resumed = pretrain_clip(cfg, quiet=True)
+    first, second = resumed.history[: cfg.steps], resumed.history[cfg.steps :]
+    assert all("shape" in h for h in first) and not any("shape" in h for h in second)
+    assert all(np.isfinite(h["shape"]) and h["shape"] > 0 for h in first)
+    monkeypatch.setenv("DUET_CACHE_DIR", str(tmp_path / "b"))
+    straight = pretrain_clip(cfg, quiet=True)
+    a, b = _state(resumed.bundle), _state(straight.bundle)
+    assert (
+        a.keys()
+        == b.keys()
+        == _state(pretrain_clip(_cfg(inversion_steps=2), quiet=True).bundle).keys()
+    )
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
+    # the term changes what is learned
+    plain = _state(pretrain_clip(_cfg(inversion_steps=2), quiet=True).bundle)
+    assert any(not torch.equal(a[k], plain[k]) for k in a)
+
+
+def test_shape_loss_is_zero_at_the_targets_and_ignores_masked_columns():
+    from torch import nn
+
+    from duet_lib.models.pretrain import shape_loss
+
+    head = nn.Linear(4, 3)
+    emb = torch.nn.functional.normalize(torch.randn(5, 4), dim=-1)
+    with torch.no_grad():
+        pred = head(emb * 2.0)  # sqrt(E) = 2 for E = 4
+    mask = torch.tensor([[1.0, 1.0, 0.0]]).expand(5, 3)
+    targets = pred.clone()
+    targets[:, 2] += 100.0  # masked out
+    assert shape_loss(head, emb, targets, mask).item() < 1e-10
+    targets[:, 0] += 1.0
+    torch.testing.assert_close(shape_loss(head, emb, targets, mask), torch.tensor(0.5))
