@@ -25,7 +25,9 @@ A second phase makes its *text* tower able to say what the image tower sees:
    small world are not, and without this phase the frozen text tower carries little
    of the fine shape a sketch's pseudo-words bring (chapters 02 and 09).
 
-The first phase minimises ``L = L_clip + w_ii * L_ii``, where ``L_clip`` is CLIP's
+The first phase minimises ``L = L_clip + w_ii * L_ii`` (plus, optionally and off in
+the book's default, ``w_shape * L_shape``, a regression of the world's shape
+parameters; chapter 02's short-budget comparison), where ``L_clip`` is CLIP's
 symmetric InfoNCE with soft targets for identical captions in a batch and ``L_ii`` a
 symmetric InfoNCE between the two renderings; the second adds ``w_inv * L_inv`` at a
 constant learning rate (its map is discarded afterwards: the duet trains its own
@@ -842,6 +844,10 @@ def pretrain_clip(
     corpus = (corpus_fn or world_corpus)(cfg, bundle.image_size)
     head, shape_t, shape_m = None, None, None
     if cfg.shape_weight > 0:
+        if len(getattr(corpus, "attributes", [])) != len(corpus.caption_a):
+            raise ValueError(
+                "shape_weight > 0 needs the corpus attributes (one per geometry)"
+            )
         shape_t, shape_m = shape_targets(list(corpus.attributes))
         head = _shape_head(bundle, shape_t.shape[1], cfg.seed)
     optimizer = _make_optimizer(model, cfg, shape_head=head)

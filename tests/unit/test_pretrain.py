@@ -456,3 +456,23 @@ def test_shape_loss_is_zero_at_the_targets_and_ignores_masked_columns():
     assert shape_loss(head, emb, targets, mask).item() < 1e-10
     targets[:, 0] += 1.0
     torch.testing.assert_close(shape_loss(head, emb, targets, mask), torch.tensor(0.5))
+
+
+def test_shape_term_without_corpus_attributes_fails_clearly(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from duet_lib.models.pretrain import world_corpus
+
+    monkeypatch.setenv("DUET_CACHE_DIR", str(tmp_path))
+
+    def bare(cfg, size):
+        full = world_corpus(cfg, size)
+        fields = ("view_a", "view_b", "drawing", "caption_a", "caption_b")
+        return SimpleNamespace(
+            **{f: getattr(full, f) for f in fields},
+            caption_drawing=full.caption_drawing,
+        )
+
+    with pytest.raises(ValueError, match="needs the corpus attributes"):
+        pretrain_clip(_cfg(shape_weight=1.0), corpus_fn=bare, quiet=True)
+    assert not list(tmp_path.rglob("*.pt"))  # nothing half-written
