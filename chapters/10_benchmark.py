@@ -653,7 +653,7 @@ SHIFT_ROWS = {
     "fgsbir": "duet, sketch only (FG-SBIR gallery)",
     "fusion": "late fusion of the duet's own sketch and text halves",
 }
-shift_table, shift_means = None, {}
+shift_means = {}
 
 
 def pct_cell(values: np.ndarray) -> str:
@@ -666,9 +666,16 @@ if test_shift:
     t0 = time.perf_counter()
     shifted_evals = {}
     for s in seeds:
-        fresh = chapter_backbone(profile, model_name, pretrained, device)
+        trained = (  # seeds[0]'s model is kept above
+            models[s]
+            if s in models
+            else load_trained_duet(
+                chapter_backbone(profile, model_name, pretrained, device),
+                duet_runs[s].best_checkpoint,
+            )
+        )
         shifted_evals[s] = evaluate_duet(
-            load_trained_duet(fresh, duet_runs[s].best_checkpoint),
+            trained,
             data,
             split,
             fusion_weight=fusion_weight,
@@ -686,8 +693,7 @@ if test_shift:
         views = np.array([shifted_evals[s][f"{key}_acc@1"] for s in seeds])
         shift_means[key] = (float(plain.mean()), float(views.mean()))
         lines.append(f"| {label} | {pct_cell(plain)} | {pct_cell(views)} |")
-    shift_table = "\n".join(lines)
-    display(Markdown(f"**Mean over {len(seeds)} seed(s)**\n\n{shift_table}"))
+    display(Markdown(f"**Mean over {len(seeds)} seed(s)**\n\n" + "\n".join(lines)))
     print(f"{len(seeds)} shifted evaluations in {shift_s:.1f} s")
 else:
     print("test-time shifts skipped (test_shift = 0)")

@@ -42,6 +42,7 @@ from duet_lib.data.records import SketchPhotoSet, SketchRecord
 from duet_lib.failures import _positive_int
 from duet_lib.metrics import acc_at_k, ranks_pessimistic
 from duet_lib.probes import photo_arrays, sketch_arrays
+from duet_lib.views import shift_offsets
 
 __all__ = [
     "TEST_SHIFT",
@@ -229,10 +230,7 @@ TEST_SHIFT = 6 / 128
 TEST_VIEWS: tuple[tuple[bool, float, float, float], ...] = tuple(
     (mirror, zoom, 0.0, 0.0) for mirror, zoom in TRAIN_VIEWS
 ) + tuple(
-    (False, 1.0, dx * TEST_SHIFT, dy * TEST_SHIFT)
-    for dx in (-1, 0, 1)
-    for dy in (-1, 0, 1)
-    if dx or dy
+    (False, 1.0, dx * TEST_SHIFT, dy * TEST_SHIFT) for dx, dy in shift_offsets(1)[1:]
 )
 
 
