@@ -78,6 +78,9 @@ FORMAT_VERSION = 1
 #: Valid values of :attr:`PretrainConfig.caption_targets`.
 CAPTION_TARGETS = ("identical", "described")
 
+#: Valid values of :attr:`PretrainConfig.optimizer`.
+OPTIMIZERS = ("adamw", "muon")
+
 
 #: Speed settings of the fast backbone's preset (benchmarks/bench_pretrain.py): its
 #: weights were measured with them, so selecting the model name reproduces them.
@@ -143,6 +146,14 @@ class PretrainConfig:
             embedding (masked mean squared error). Privileged information that only
             a procedural world has; our choice, for chapter 02's comparison of what
             a few minutes of pretraining buy.
+        optimizer: the first phase's optimiser. ``"adamw"`` (the book's default):
+            AdamW for every parameter. ``"muon"`` (our choice for chapter 02's
+            short-budget comparison; Jordan et al., 2024): Muon, momentum whose
+            update is orthogonalised by a few Newton-Schulz iterations, for the
+            weight matrices of both transformers' residual blocks, at a rate
+            matched to AdamW's update size (PyTorch's ``match_rms_adamw``), so the
+            same ``lr`` and schedule serve both; AdamW for everything else (stem,
+            embeddings, projections, gains and biases). The second phase keeps AdamW.
     """
 
     model_name: str = "duet-tiny-conv-96"
@@ -167,6 +178,7 @@ class PretrainConfig:
     text_buckets: int = 1
     math_attention: bool = False
     shape_weight: float = 0.0
+    optimizer: str = "adamw"
     inversion_steps: int = 0
     inversion_lr: float = 3e-4
     inversion_map_lr: float = 1e-3
@@ -194,6 +206,11 @@ class PretrainConfig:
             problems.append(
                 f"caption_targets must be one of {', '.join(CAPTION_TARGETS)}, "
                 f"got {self.caption_targets!r}"
+            )
+        if self.optimizer not in OPTIMIZERS:
+            problems.append(
+                f"optimizer must be one of {', '.join(OPTIMIZERS)}, "
+                f"got {self.optimizer!r}"
             )
         if not 0 <= self.partial_captions <= 1:
             problems.append("partial_captions must lie in [0, 1]")
@@ -296,6 +313,7 @@ _NEUTRAL_LATER_FIELDS: dict[str, Any] = {
     "text_buckets": 1,
     "math_attention": False,
     "shape_weight": 0.0,
+    "optimizer": "adamw",
 }
 
 #: The second phase's fields as :meth:`PretrainConfig.first_phase` sets them: their
@@ -391,10 +409,12 @@ def image_image_loss(
     return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels)) / 2
 
 
-def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+def _param_groups(
+    model: nn.Module, weight_decay: float, skip: set[int] = frozenset()
+) -> list[dict[str, Any]]:
     decay, no_decay = [], []
     for name, p in model.named_parameters():
-        if not p.requires_grad:
+        if not p.requires_grad or id(p) in skip:
             continue
         if p.ndim < 2 or "embedding" in name or "logit_scale" in name:
             no_decay.append(p)
@@ -413,23 +433,88 @@ def _lr_at(step: int, cfg: PretrainConfig) -> float:
     return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
+class MuonAdamW:
+    """Muon for some parameters and AdamW for the rest, stepped as one optimiser.
+
+    Exposes what the pretraining loop uses: ``param_groups`` (AdamW's groups, then
+    Muon's, so a learning-rate schedule reaches both), ``zero_grad``, ``step`` and a
+    ``state_dict`` / ``load_state_dict`` pair for resumable checkpoints.
+    """
+
+    def __init__(self, muon: torch.optim.Optimizer, adamw: torch.optim.Optimizer):
+        self.muon, self.adamw = muon, adamw
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:
+        return self.adamw.param_groups + self.muon.param_groups
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.adamw.zero_grad(set_to_none=set_to_none)
+        self.muon.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        self.adamw.step()
+        self.muon.step()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"adamw": self.adamw.state_dict(), "muon": self.muon.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if set(state) != {"adamw", "muon"}:
+            raise ValueError(
+                "the checkpoint's optimiser state is not a Muon + AdamW state; it "
+                "belongs to another configuration"
+            )
+        self.adamw.load_state_dict(state["adamw"])
+        self.muon.load_state_dict(state["muon"])
+
+
+def muon_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The weight matrices of the transformers' residual blocks (Muon's share).
+
+    Every trainable 2-D parameter whose name contains ``resblocks``: attention
+    in-projections (queries, keys and values stacked) and out-projections, and both
+    MLP layers, in the visual and the text transformer. Embeddings, the stem, the
+    final projections, gains and biases stay with AdamW, as Muon's authors advise.
+    """
+    return [
+        p
+        for name, p in model.named_parameters()
+        if p.requires_grad and p.ndim == 2 and "resblocks" in name
+    ]
+
+
+def _adamw(groups: list[dict[str, Any]], lr: float) -> torch.optim.Optimizer:
+    try:
+        return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.98), eps=1e-6, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.98), eps=1e-6)
+
+
 def _make_optimizer(
     model: nn.Module,
     cfg: PretrainConfig,
     extra: nn.Module | None = None,
     shape_head: nn.Module | None = None,
-) -> torch.optim.Optimizer:
-    groups = _param_groups(model, cfg.weight_decay)
+) -> torch.optim.Optimizer | MuonAdamW:
+    # the second phase (``extra`` is its map) always uses AdamW
+    use_muon = cfg.optimizer == "muon" and extra is None
+    matrices = {id(p) for p in muon_parameters(model)} if use_muon else set()
+    groups = _param_groups(model, cfg.weight_decay, skip=matrices)
     if shape_head is not None:  # trained at the model's learning rate
         groups += _param_groups(shape_head, cfg.weight_decay)
     if extra is not None:  # the inversion map: its own groups and learning rate
         groups += [g | {"map": True} for g in _param_groups(extra, cfg.weight_decay)]
-    try:
-        return torch.optim.AdamW(
-            groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6, fused=True
-        )
-    except (RuntimeError, TypeError):
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
+    adamw = _adamw(groups, cfg.lr)
+    if not use_muon:
+        return adamw
+    muon = torch.optim.Muon(
+        muon_parameters(model),
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        adjust_lr_fn="match_rms_adamw",
+    )
+    return MuonAdamW(muon, adamw)
 
 
 def neighbour_table(attributes: list[dict[str, Any]], m: int) -> np.ndarray:

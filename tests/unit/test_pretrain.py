@@ -79,6 +79,7 @@ def test_key_of_a_config_without_later_fields_is_unchanged():
         "text_buckets",
         "math_attention",
         "shape_weight",
+        "optimizer",
         "inversion_steps",
         "inversion_lr",
         "inversion_map_lr",
@@ -476,3 +477,55 @@ def test_shape_term_without_corpus_attributes_fails_clearly(tmp_path, monkeypatc
     with pytest.raises(ValueError, match="needs the corpus attributes"):
         pretrain_clip(_cfg(shape_weight=1.0), corpus_fn=bare, quiet=True)
     assert not list(tmp_path.rglob("*.pt"))  # nothing half-written
+
+
+def test_optimizer_is_validated_and_named_in_the_key():
+    with pytest.raises(ValueError, match="optimizer must be one of adamw, muon"):
+        _cfg(optimizer="sgd")
+    assert _cfg(optimizer="adamw").key() == _cfg().key()
+    assert _cfg(optimizer="muon").key() != _cfg().key()
+
+
+def test_muon_takes_the_block_matrices_and_adamw_everything_else():
+    from duet_lib.models.clip import load_clip
+    from duet_lib.models.pretrain import MuonAdamW, _make_optimizer, muon_parameters
+
+    model = load_clip("duet-tiny-conv-96", None, seed=0).model
+    names = {id(p): n for n, p in model.named_parameters()}
+    opt = _make_optimizer(model, _cfg(optimizer="muon"))
+    assert isinstance(opt, MuonAdamW)
+    muon = [names[id(p)] for g in opt.muon.param_groups for p in g["params"]]
+    adamw = [names[id(p)] for g in opt.adamw.param_groups for p in g["params"]]
+    # 4 matrices per block (attention in/out, MLP in/out), 4 blocks per tower
+    assert len(muon) == 32 == len(muon_parameters(model))
+    assert all("resblocks" in n and n.endswith("weight") for n in muon)
+    assert any(n.startswith("visual.") for n in muon)
+    assert any(n.startswith("transformer.") for n in muon)
+    assert not set(muon) & set(adamw)
+    assert sorted(muon + adamw) == sorted(names.values())
+    for n in ("token_embedding.weight", "text_projection", "visual.proj"):
+        assert n in adamw
+    # one schedule reaches both: the loop sets the rate on every group
+    assert len(opt.param_groups) == len(opt.adamw.param_groups) + 1
+    # the second phase (an inversion map) keeps plain AdamW
+    second = _make_optimizer(model, _cfg(optimizer="muon"), extra=torch.nn.Linear(2, 2))
+    assert isinstance(second, torch.optim.AdamW)
+    with pytest.raises(ValueError, match="not a Muon"):
+        opt.load_state_dict(second.state_dict())
+
+
+def test_muon_run_resumes_exactly_and_differs_from_adamw(tmp_path, monkeypatch):
+    cfg = _cfg(optimizer="muon", inversion_steps=2)
+    monkeypatch.setenv("DUET_CACHE_DIR", str(tmp_path / "a"))
+    pretrain_clip(cfg, quiet=True, stop_after=3)  # inside the first phase
+    resumed = pretrain_clip(cfg, quiet=True)
+    assert resumed.resumed_from == 3
+    monkeypatch.setenv("DUET_CACHE_DIR", str(tmp_path / "b"))
+    straight = pretrain_clip(cfg, quiet=True)
+    a, b = _state(resumed.bundle), _state(straight.bundle)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
+    plain = _state(pretrain_clip(_cfg(inversion_steps=2), quiet=True).bundle)
+    assert a.keys() == plain.keys()
+    assert any(not torch.equal(a[k], plain[k]) for k in a)
+    assert all(np.isfinite(h["loss"]) for h in resumed.history)
