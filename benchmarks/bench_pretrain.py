@@ -11,7 +11,10 @@ Compares, on this machine and in this process, image–caption pairs per second 
    in length groups, CPU math attention);
    and the default's second-phase step (the pseudo-word inversion term added, half
    of its rows composed with appearance phrases);
-3. ``book step, 32-stride``: the fast backbone ``duet-tiny-conv32-96`` (3 x 3 token
+3. the default model's step with the Muon optimiser (``optimizer="muon"``), and the
+   HOG-stem backbone ``duet-tiny-hog-96`` (fixed gradient histograms under a learned
+   map) with AdamW, with Muon, and with Muon and the two speed settings;
+4. ``book step, 32-stride``: the fast backbone ``duet-tiny-conv32-96`` (3 x 3 token
    grid, thin stem, text MLP ratio 2) with its preset, and with each speed setting
    switched off in turn.
 
@@ -49,6 +52,7 @@ from duet_lib.models.pretrain import (
 TARGET = 500.0
 BOOK = "duet-tiny-conv32-96"
 OLD = "duet-tiny-conv-96"
+HOG = "duet-tiny-hog-96"
 
 
 def _median_time(fn, steps: int) -> float:
@@ -133,6 +137,14 @@ def main() -> int:
         ),
         ("book step, 32-stride, one text pass", BOOK, {"text_buckets": 1}),
         ("book step, 32-stride, default attention", BOOK, {"math_attention": False}),
+        ("book step, 16-stride, Muon (optimizer='muon')", OLD, {"optimizer": "muon"}),
+        (f"book step, HOG stem ({HOG})", HOG, {}),
+        ("book step, HOG stem, Muon", HOG, {"optimizer": "muon"}),
+        (
+            "book step, HOG stem, Muon, length groups + math attention",
+            HOG,
+            {"optimizer": "muon", **MODEL_PRESETS[BOOK]},
+        ),
         (f"book step, 32-stride ({BOOK})", BOOK, {}),
     ]
     for label, name, settings in plan:
@@ -143,7 +155,7 @@ def main() -> int:
         f"threads {args.threads}, {args.batch} geometries per step, median of {args.steps} steps"
     )
     for label, pairs in rows:
-        print(f"{label:48s} {pairs:6.0f} pairs/s")
+        print(f"{label:58s} {pairs:6.0f} pairs/s")
     naive, old, book = rows[0][1], rows[1][1], rows[-1][1]  # old: the book's default
     print(
         f"fast / naive: {book / naive:.2f}x; fast / default book step: {book / old:.2f}x; "

@@ -216,25 +216,33 @@ class HogStem(nn.Module):
     gradient magnitude into its two nearest bins; Dalal and Triggs, CVPR 2005) on
     the channel mean, takes the square root and divides by the local energy of the
     3 x 3 neighbouring cells, and appends the cell's mean of each input channel.
-    Each token gathers 2 x 2 cells; a 1x1 convolution, GELU and a 1x1 convolution
-    map its ``4 * (bins + 3)`` numbers to the transformer width. Only that map
+    Each token gathers ``group`` x ``group`` cells (2 x 2 by default); a 1x1
+    convolution, GELU and a 1x1 convolution map its ``group**2 * (bins + 3)`` numbers
+    to the transformer width. Only that map
     learns: shape edges are in the tokens from the first step, but which edges
     belong to the object and which to its pattern or background must still be
     learned. Our choice, for chapter 02's comparison of what a few minutes of
     pretraining buy; the book's default keeps the learned convolutional stem.
 
     Shapes:
-        input (B, 3, H, W) -> output (B, width, H / (2 cell), W / (2 cell)), for H
-        and W divisible by ``2 * cell``.
+        input (B, 3, H, W) -> output (B, width, H / S, W / S), S = ``group * cell``,
+        for H and W divisible by S.
     """
 
-    def __init__(self, width: int, bins: int = 9, cell: int = 8, hidden: int = 128):
+    def __init__(
+        self,
+        width: int,
+        bins: int = 9,
+        cell: int = 8,
+        hidden: int = 128,
+        group: int = 2,
+    ):
         super().__init__()
-        if min(bins, cell, hidden, width) < 1:
+        if min(bins, cell, hidden, width, group) < 1:
             raise ValueError("HogStem sizes must be positive integers")
-        self.bins, self.cell = int(bins), int(cell)
-        self.total_stride = 2 * self.cell
-        features = 4 * (self.bins + 3)
+        self.bins, self.cell, self.group = int(bins), int(cell), int(group)
+        self.total_stride = self.group * self.cell
+        features = self.group**2 * (self.bins + 3)
         self.proj = nn.Sequential(
             nn.Conv2d(features, hidden, 1),
             nn.GELU(),
@@ -243,7 +251,7 @@ class HogStem(nn.Module):
 
     @torch.no_grad()
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) -> (B, 4 (bins + 3), H / 2 cell, W / 2 cell) fixed features."""
+        """(B, 3, H, W) -> (B, group**2 (bins + 3), H / S, W / S) fixed features."""
         side = self.total_stride
         if x.ndim != 4 or x.shape[1] != 3 or x.shape[2] % side or x.shape[3] % side:
             raise ValueError(
@@ -301,7 +309,7 @@ class HogStem(nn.Module):
         )
         hist = hist / torch.sqrt(energy + 1e-3)
         colour = F.avg_pool2d(x, self.cell)
-        return F.pixel_unshuffle(torch.cat([hist, colour], 1), 2)
+        return F.pixel_unshuffle(torch.cat([hist, colour], 1), self.group)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(self.features(x).to(self.proj[0].weight.dtype))
@@ -319,6 +327,7 @@ def _build_stem(spec: dict[str, Any], width: int) -> nn.Module:
             bins=spec.get("bins", 9),
             cell=spec.get("cell", 8),
             hidden=spec.get("hidden", 128),
+            group=spec.get("group", 2),
         )
     if kind != "conv":
         raise ValueError(f"unknown stem kind {kind!r}; valid: {', '.join(STEM_KINDS)}")

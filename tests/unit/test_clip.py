@@ -68,6 +68,51 @@ def test_hog_stem_histograms_follow_edge_orientation_and_keep_colour() -> None:
         C._build_stem({"kind": "wavelet"}, 8)
 
 
+def _hog_reference(x: torch.Tensor, bins: int, cell: int, group: int) -> torch.Tensor:
+    # the definition, written the slow way: every pixel's vote for every bin
+    import math
+
+    import torch.nn.functional as F
+
+    grey = x.mean(1, keepdim=True)
+    pad_x = F.pad(grey, (1, 1, 0, 0), mode="replicate")
+    pad_y = F.pad(grey, (0, 0, 1, 1), mode="replicate")
+    gx = pad_x[..., 2:] - pad_x[..., :-2]
+    gy = pad_y[..., 2:, :] - pad_y[..., :-2, :]
+    magnitude = torch.sqrt(gx**2 + gy**2 + 1e-6)
+    angle = torch.atan2(gy, gx) % math.pi
+    centres = ((torch.arange(bins) + 0.5) * math.pi / bins).view(1, -1, 1, 1)
+    gap = (angle - centres).abs()
+    gap = torch.minimum(gap, math.pi - gap)
+    votes = (1 - gap * bins / math.pi).clamp(min=0) * magnitude
+    hist = F.avg_pool2d(votes, cell).sqrt()
+    energy = F.avg_pool2d(
+        hist.pow(2).sum(1, keepdim=True), 3, 1, 1, count_include_pad=False
+    )
+    hist = hist / torch.sqrt(energy + 1e-3)
+    return F.pixel_unshuffle(torch.cat([hist, F.avg_pool2d(x, cell)], 1), group)
+
+
+@pytest.mark.parametrize("bins,cell,group", [(9, 8, 2), (6, 4, 4)])
+def test_hog_stem_features_equal_the_per_bin_definition(bins, cell, group) -> None:
+    stem = C.HogStem(width=8, bins=bins, cell=cell, group=group)
+    assert stem.total_stride == cell * group
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(3, 3, 32, 48, generator=gen) * 4 - 2
+    x[0, :, :, :16] = 0.25  # a flat region: no gradient
+    got = stem.features(x)
+    assert got.shape == (
+        3,
+        group**2 * (bins + 3),
+        32 // (cell * group),
+        48 // (cell * group),
+    )
+    torch.testing.assert_close(got, _hog_reference(x, bins, cell, group))
+    assert stem(x).shape == (3, 8, 32 // (cell * group), 48 // (cell * group))
+    with pytest.raises(ValueError, match="positive"):
+        C.HogStem(width=8, group=0)
+
+
 def test_tiny_conv_config(tiny: C.ClipBundle) -> None:
     model = tiny.model
     assert isinstance(model.visual.conv1, C.ConvStem)
