@@ -410,7 +410,7 @@ def image_image_loss(
 
 
 def _param_groups(
-    model: nn.Module, weight_decay: float, skip: set[int] = frozenset()
+    model: nn.Module, weight_decay: float, skip: frozenset[int] | set[int] = frozenset()
 ) -> list[dict[str, Any]]:
     decay, no_decay = [], []
     for name, p in model.named_parameters():
