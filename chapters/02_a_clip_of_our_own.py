@@ -589,9 +589,9 @@ display(Markdown("\n".join(table)))
 # the front; with the learned stem, Muon with
 # $w_{ii}=3$ reached 0.178, and batch normalisation in the stem lowered the gate
 # (0.033 with AdamW). No setting reaches both the gate's 0.5 and colour's 0.9 in 240
-# steps. Half as many steps again do: the chosen setting trained for 360 steps (one run
-# of the same library call, probed as the script probes; 378 s with the corpus, 257
-# pairs/s) reads gate 0.533, colour 0.900, pattern 0.958 and
+# steps. Half as many steps again do: the chosen setting trained for 360 steps
+# (`--steps 360 --recipes hog_muon_short`; 388 s with the corpus, 250 pairs/s; an
+# earlier run of the same call gave the same probes) reads gate 0.533, colour 0.900, pattern 0.958 and
 # category 1.000 on the validation shapes, where the default's first phase needs 2100
 # steps and 42 minutes for a gate of 0.583. That is the first recipe we have measured
 # that passes this chapter's bars in about six minutes of pretraining. It is not the
