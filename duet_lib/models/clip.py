@@ -218,10 +218,9 @@ class HogStem(nn.Module):
     3 x 3 neighbouring cells, and appends the cell's mean of each input channel.
     Each token gathers ``group`` x ``group`` cells (2 x 2 by default); a 1x1
     convolution, GELU and a 1x1 convolution map its ``group**2 * (bins + 3)`` numbers
-    to the transformer width. Only that map
-    learns: shape edges are in the tokens from the first step, but which edges
-    belong to the object and which to its pattern or background must still be
-    learned. Our choice, for chapter 02's comparison of what a few minutes of
+    to the transformer width. Only that map learns: shape edges are in the tokens
+    from the first step, but which edges belong to the object and which to its
+    pattern or background must still be learned. Our choice, for chapter 02's comparison of what a few minutes of
     pretraining buy; the book's default keeps the learned convolutional stem.
 
     Shapes:

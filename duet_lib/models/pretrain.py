@@ -43,7 +43,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
 from dataclasses import fields as dataclass_fields
@@ -410,7 +410,7 @@ def image_image_loss(
 
 
 def _param_groups(
-    model: nn.Module, weight_decay: float, skip: frozenset[int] | set[int] = frozenset()
+    model: nn.Module, weight_decay: float, skip: Collection[int] = ()
 ) -> list[dict[str, Any]]:
     decay, no_decay = [], []
     for name, p in model.named_parameters():
@@ -484,13 +484,6 @@ def muon_parameters(model: nn.Module) -> list[nn.Parameter]:
     ]
 
 
-def _adamw(groups: list[dict[str, Any]], lr: float) -> torch.optim.Optimizer:
-    try:
-        return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.98), eps=1e-6, fused=True)
-    except (RuntimeError, TypeError):
-        return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.98), eps=1e-6)
-
-
 def _make_optimizer(
     model: nn.Module,
     cfg: PretrainConfig,
@@ -498,18 +491,24 @@ def _make_optimizer(
     shape_head: nn.Module | None = None,
 ) -> torch.optim.Optimizer | MuonAdamW:
     # the second phase (``extra`` is its map) always uses AdamW
-    use_muon = cfg.optimizer == "muon" and extra is None
-    matrices = {id(p) for p in muon_parameters(model)} if use_muon else set()
-    groups = _param_groups(model, cfg.weight_decay, skip=matrices)
+    matrices = (
+        muon_parameters(model) if cfg.optimizer == "muon" and extra is None else []
+    )
+    groups = _param_groups(model, cfg.weight_decay, skip={id(p) for p in matrices})
     if shape_head is not None:  # trained at the model's learning rate
         groups += _param_groups(shape_head, cfg.weight_decay)
     if extra is not None:  # the inversion map: its own groups and learning rate
         groups += [g | {"map": True} for g in _param_groups(extra, cfg.weight_decay)]
-    adamw = _adamw(groups, cfg.lr)
-    if not use_muon:
+    try:
+        adamw = torch.optim.AdamW(
+            groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6, fused=True
+        )
+    except (RuntimeError, TypeError):
+        adamw = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
+    if not matrices:
         return adamw
     muon = torch.optim.Muon(
-        muon_parameters(model),
+        matrices,
         lr=cfg.lr,
         weight_decay=cfg.weight_decay,
         adjust_lr_fn="match_rms_adamw",
