@@ -195,8 +195,14 @@ PARAMS: dict[str, ParamSpec] = {
     ),
     "eval_every": ParamSpec("evaluate every N steps", _int(1)),
     "inversion_steps": ParamSpec(
-        "steps of pretraining's second phase, the pseudo-word inversion (0: off)",
-        _int(0),
+        "steps of pretraining's second phase, the pseudo-word inversion (0: off; "
+        "None: the backbone's preset)",
+        _int(0, none_ok=True),
+    ),
+    "pretrain_steps": ParamSpec(
+        "steps of the tiny CLIP's first pretraining phase (None: the backbone's "
+        "preset, 2100 for the default)",
+        _int(1, none_ok=True),
     ),
     "pretrain_seconds": ParamSpec("wall-clock budget for pretraining", _float(1)),
     "lr_visual": ParamSpec("learning rate of V's LayerNorms", _float(0, 1)),
@@ -326,6 +332,7 @@ PROFILE_VALUES: dict[str, dict[str, Any]] = {
         "profile": "smoke",
         "world_size": "smoke",
         "max_steps": 3,
+        "pretrain_steps": 3,
         "num_epochs": 1,
         "batch_size": 8,
         "subset_size": 16,

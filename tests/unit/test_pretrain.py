@@ -363,16 +363,52 @@ def test_chapter_02_teach_literals_build_the_teach_preset():
     # the teach profile runs the literals of the parameters cell (source text here)
     declared = book.declared_parameters(chapter.notebook)
     p = {name: ast.literal_eval(text) for name, text in declared.items()}
-    from_chapter = PretrainConfig.for_profile(
-        "teach",
-        model_name=p["model_name"],
-        seed=p["seed"],
-        steps=p["max_steps"],
-        inversion_steps=p["inversion_steps"],
-        batch_size=p["batch_size"],
-        corpus_size=p["subset_size"],
+
+    def from_chapter(model_name: str) -> PretrainConfig:
+        # as the chapter builds it: a None length keeps the backbone's preset
+        lengths = {
+            "steps": p["pretrain_steps"],
+            "inversion_steps": p["inversion_steps"],
+        }
+        return PretrainConfig.for_profile(
+            "teach",
+            model_name=model_name,
+            seed=p["seed"],
+            batch_size=p["batch_size"],
+            corpus_size=p["subset_size"],
+            **{k: v for k, v in lengths.items() if v is not None},
+        )
+
+    assert (
+        from_chapter(p["model_name"]).key() == PretrainConfig.for_profile("teach").key()
     )
-    assert from_chapter.key() == PretrainConfig.for_profile("teach").key()
+    # a reader who runs chapter 02 on another backbone trains what the later
+    # chapters load for that name (chapter_backbone -> book_clip)
+    for name in ("duet-tiny-hog-96", "duet-tiny-conv32-96"):
+        assert from_chapter(name) == PretrainConfig.for_profile(
+            "teach", model_name=name
+        )
+
+
+def test_hog_backbone_preset_is_its_short_recipe_and_smoke_stays_small():
+    hog = PretrainConfig.for_profile("teach", model_name="duet-tiny-hog-96")
+    assert (hog.optimizer, hog.image_image_weight, hog.lr) == ("muon", 1.5, 1.2e-2)
+    assert (hog.steps, hog.inversion_steps) == (720, 300)
+    assert (hog.text_buckets, hog.math_attention) == (3, True)
+    # the default keeps its own recipe
+    default = PretrainConfig.for_profile("teach")
+    assert (default.optimizer, default.steps, default.lr) == ("adamw", 2100, 2e-3)
+    # smoke sizes win over the preset's steps; the preset's optimiser stays
+    smoke = PretrainConfig.for_profile("smoke", model_name="duet-tiny-hog-96")
+    assert (smoke.steps, smoke.batch_size, smoke.corpus_size) == (3, 8, 32)
+    assert smoke.optimizer == "muon"
+    # an explicit override wins over the preset
+    assert (
+        PretrainConfig.for_profile(
+            "teach", model_name="duet-tiny-hog-96", steps=360
+        ).steps
+        == 360
+    )
 
 
 def test_shape_targets_are_standardised_per_category_with_a_mask():
