@@ -619,7 +619,8 @@ display(Markdown("\n".join(table)))
 # shape through the text tower, fell from 0.602 to 0.487: the short first phase costs
 # that query about a fifth. Doubling the first phase to 720 steps, with the fast
 # preset's two speed settings (length groups and the plain attention kernel), closed
-# most of the gap. That recipe is now the preset of the HOG-stem backbone:
+# half of that gap at the checkpoint chapter 09 picks, and all of it later in the
+# run (below). That recipe is now the preset of the HOG-stem backbone:
 # `model_name="duet-tiny-hog-96"` in this chapter or any later one trains (or loads)
 # 720 first-phase steps with Muon, $w_{ii} = 1.5$ and a peak learning rate of 1.2e-2,
 # then the same 300 second-phase steps, in 20 minutes on 2 cores (1177 s in our run,
@@ -654,10 +655,11 @@ display(Markdown("\n".join(table)))
 # queries (`select_metric="both_acc@1"` in chapter 09) picks step 400 instead: the
 # sketch-only query 0.620 and every check of chapter 09 pass, but the duet falls to
 # 0.931 and its widened gallery to 0.873; the two queries trade, and no checkpoint of
-# the run holds the default's pair (0.602 and 0.947 at one step). Third, the default therefore stays:
-# its numbers are the ones the later chapters' targets and texts were set on, and the
-# HOG preset does not meet all of them on validation. It is a parameter away for
-# readers in a hurry (`make book BOOK_ARGS="-p model_name duet-tiny-hog-96"`), and six
+# the run holds the default's pair (0.602 and 0.947 at one step). Third, the default
+# therefore stays: its numbers are the ones the later chapters' targets and texts were
+# set on, and the HOG preset does not meet all of them on validation. It is a
+# parameter away for readers in a hurry (`make book BOOK_ARGS="-k -p model_name
+# duet-tiny-hog-96"`; `-k` runs on past chapter 09's sketch-only check), and six
 # minutes stay out of reach for a backbone that serves the whole book: the 360-step
 # recipe that passes this chapter's bars costs chapter 09's sketch-only query a fifth.
 
