@@ -56,6 +56,7 @@ OLD = "duet-tiny-conv-96"
 HOG = "duet-tiny-hog-96"
 #: the HOG stem's preset without its speed settings and with the default optimiser
 PLAIN = {"optimizer": "adamw", "text_buckets": 1, "math_attention": False}
+HOG_PRESET = "book step, HOG stem, its preset (Muon + the speed settings)"
 
 
 def _median_time(fn, steps: int) -> float:
@@ -143,7 +144,7 @@ def main() -> int:
         ("book step, 16-stride, Muon (optimizer='muon')", OLD, {"optimizer": "muon"}),
         (f"book step, HOG stem ({HOG}), AdamW", HOG, PLAIN),
         ("book step, HOG stem, Muon", HOG, {**PLAIN, "optimizer": "muon"}),
-        ("book step, HOG stem, its preset (Muon + the speed settings)", HOG, {}),
+        (HOG_PRESET, HOG, {}),
         (f"book step, 32-stride ({BOOK})", BOOK, {}),
     ]
     for label, name, settings in plan:
@@ -156,7 +157,7 @@ def main() -> int:
     for label, pairs in rows:
         print(f"{label:58s} {pairs:6.0f} pairs/s")
     naive, old, book = rows[0][1], rows[1][1], rows[-1][1]  # old: the book's default
-    hog = dict(rows)["book step, HOG stem, its preset (Muon + the speed settings)"]
+    hog = dict(rows)[HOG_PRESET]
     print(
         f"fast / naive: {book / naive:.2f}x; fast / default book step: {book / old:.2f}x; "
         f"default / target {TARGET:.0f}: {old / TARGET:.2f}; fast / target: {book / TARGET:.2f}; "

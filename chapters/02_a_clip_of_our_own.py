@@ -201,15 +201,16 @@ if profile != "paper":
 
 # %%
 if pretrained is None:
-    # None keeps the backbone's preset, so later chapters find this run in the cache
-    lengths = {"steps": pretrain_steps, "inversion_steps": inversion_steps}
+    # a length of None keeps the backbone's preset, so later chapters find this run
+    # in the cache
     pre_cfg = PretrainConfig.for_profile(
         profile if profile in ("smoke", "teach") else "teach",
         model_name=model_name,
         seed=seed,
+        steps=pretrain_steps,
+        inversion_steps=inversion_steps,
         batch_size=batch_size,
         corpus_size=subset_size,
-        **{k: v for k, v in lengths.items() if v is not None},
     )
     t0 = time.perf_counter()
     result = pretrain_clip(pre_cfg, quiet=quiet)

@@ -220,8 +220,10 @@ class HogStem(nn.Module):
     convolution, GELU and a 1x1 convolution map its ``group**2 * (bins + 3)`` numbers
     to the transformer width. Only that map learns: shape edges are in the tokens
     from the first step, but which edges belong to the object and which to its
-    pattern or background must still be learned. Our choice, for chapter 02's comparison of what a few minutes of
-    pretraining buy; the book's default keeps the learned convolutional stem.
+    pattern or background must still be learned. Our choice, for chapter 02's
+    comparison of what a few minutes of pretraining buy, and the stem of the
+    ``duet-tiny-hog-96`` preset; the book's default keeps the learned convolutional
+    stem.
 
     Shapes:
         input (B, 3, H, W) -> output (B, width, H / S, W / S), S = ``group * cell``,

@@ -296,7 +296,8 @@ class PretrainConfig:
 
         A model named in :data:`MODEL_PRESETS` also gets its preset (speed settings,
         and for the HOG-stem backbone its short recipe); in the smoke profile the
-        smoke sizes win over the preset's. Explicit ``overrides`` win over both.
+        smoke sizes win over the preset's. Explicit ``overrides`` win over both; an
+        override of None keeps the preset's value (no field takes None).
 
         Raises:
             ValueError: an unknown profile (``paper`` uses web weights instead).
@@ -315,6 +316,7 @@ class PretrainConfig:
                 f"no tiny-CLIP pretraining preset for profile {profile!r}; valid: "
                 f"{', '.join(presets)} (the paper profile loads ViT-B-32 weights)"
             )
+        overrides = {k: v for k, v in overrides.items() if v is not None}
         model = overrides.get("model_name", cls.model_name)
         values = {**presets[profile], **MODEL_PRESETS.get(model, {})}
         if profile == "smoke":  # a smoke run checks mechanics: its sizes stay small

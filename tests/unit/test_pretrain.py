@@ -366,17 +366,14 @@ def test_chapter_02_teach_literals_build_the_teach_preset():
 
     def from_chapter(model_name: str) -> PretrainConfig:
         # as the chapter builds it: a None length keeps the backbone's preset
-        lengths = {
-            "steps": p["pretrain_steps"],
-            "inversion_steps": p["inversion_steps"],
-        }
         return PretrainConfig.for_profile(
             "teach",
             model_name=model_name,
             seed=p["seed"],
+            steps=p["pretrain_steps"],
+            inversion_steps=p["inversion_steps"],
             batch_size=p["batch_size"],
             corpus_size=p["subset_size"],
-            **{k: v for k, v in lengths.items() if v is not None},
         )
 
     assert (
