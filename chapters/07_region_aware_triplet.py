@@ -44,7 +44,7 @@ from duet_lib.losses import (
     region_triplet_loss,
 )
 from duet_lib.metrics import retrieval_report
-from duet_lib.models.clip import encode_image_with_tokens
+from duet_lib.models.clip import encode_image_with_tokens, stem_kind
 from duet_lib.models.pretrain import chapter_backbone
 from duet_lib.plotting import use_book_style
 from duet_lib.probes import photo_arrays, sketch_arrays
@@ -551,7 +551,8 @@ display(
 )
 
 # %% [markdown]
-# One fact held in all our runs, on the four backbones we trained: the pooling stays
+# One fact held in all our runs on the four convolutional-stem backbones we trained
+# (the HOG stem comes next): the pooling stays
 # close to uniform (entropy about 0.8 of its maximum or more in every state; 0.87 to
 # 0.95 on the book's backbone), and the attention never concentrates on the stroke
 # patches: their share stays below or within a few points of what uniform weights
@@ -572,6 +573,17 @@ display(
 # not choose. Sharper pooling (a smaller $\tau$ or the max form) and patch tokens
 # trained to be local are the levers; see the exercises.
 #
+# The HOG-stem backbone of chapter 02 (`model_name="duet-tiny-hog-96"`) bears out the
+# last point. Its stem hands the transformer fixed gradient histograms of each
+# 16-pixel cell, so its patch tokens start out local. Run on it, this chapter measured
+# the untrained query putting 0.591 of its attention on the stroke patches against
+# their share of 0.485, 10.6 points above uniform; training moved it back, to 0.522
+# without the term and to 0.485, exactly the share, with it (entropy 0.92, 0.95 and
+# 0.98; retrieval stays near chance, as on every backbone in a run this short). Local
+# tokens let even an untrained query lean on the object, and the short training here
+# flattens the lean instead of sharpening it, most of all with
+# $\mathcal{L}_{RT}$. The checks assert each stem's own pattern.
+#
 # ## Checks
 
 # %%
@@ -586,10 +598,16 @@ assert "rt" not in runs["without"].history["train"][0]  # the term was not compu
 assert stats["with"]["entropy"] < 1.0, stats
 if profile == "teach":
     # the softmax leans but does not choose: near-uniform pooling in every state, and
-    # no concentration on stroke patches (at most a few points above their share)
+    # no concentration on stroke patches (at most a few points above their share),
+    # except the untrained query on the HOG stem's local tokens, which leans on them
+    hog_stem = stem_kind(model_name) == "hog"
     for name, s in stats.items():
         assert s["entropy"] > 0.8, (name, stats)
-        assert s["mass_on_strokes"] - object_share < 0.05, (name, stats)
+        lean = s["mass_on_strokes"] - object_share
+        if hog_stem and name == "before":
+            assert lean > 0.05, (name, stats)
+        else:
+            assert lean < 0.05, (name, stats)
     rt_values = [row["rt"] for row in runs["with"].history["train"]]
     k = max(1, len(rt_values) // 5)
     assert np.mean(rt_values[-k:]) < np.mean(rt_values[:k]), "L_RT did not fall"

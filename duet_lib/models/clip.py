@@ -72,6 +72,7 @@ __all__ = [
     "load_clip",
     "register_configs",
     "save_clip",
+    "stem_kind",
 ]
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -101,6 +102,14 @@ def duet_model_names() -> list[str]:
         if all(key in cfg for key in ("embed_dim", "vision_cfg", "text_cfg")):
             names.append(path.stem)
     return names
+
+
+def stem_kind(model_name: str) -> str | None:
+    """The kind of stem (one of :data:`STEM_KINDS`) that replaces the named
+    architecture's patch embedding, or None where it keeps open_clip's own (web
+    configs such as ViT-B-32, and ``duet-tiny-patch``)."""
+    spec = _stem_specs().get(model_name)
+    return None if spec is None else spec.get("kind", "conv")
 
 
 def register_configs() -> None:

@@ -30,6 +30,16 @@ def vitb32() -> C.ClipBundle:
 # ------------------------------------------------------------------ configs and stem
 
 
+def test_stem_kind_names_each_backbones_stem() -> None:
+    assert C.stem_kind("duet-tiny-conv-96") == "conv"
+    assert C.stem_kind("duet-tiny-conv32-96") == "conv"
+    assert C.stem_kind("duet-tiny-hog-96") == "hog"
+    assert C.stem_kind("duet-tiny-patch") is None
+    assert C.stem_kind("ViT-B-32") is None
+    # every kind the book ships is one the builder knows
+    assert {C.stem_kind(n) for n in C.duet_model_names()} <= {*C.STEM_KINDS, None}
+
+
 def test_hog_stem_model_learns_only_its_token_map() -> None:
     bundle = C.load_clip("duet-tiny-hog-96", seed=0)
     stem = bundle.model.visual.conv1

@@ -390,7 +390,7 @@ def test_chapter_02_teach_literals_build_the_teach_preset():
 def test_hog_backbone_preset_is_its_short_recipe_and_smoke_stays_small():
     hog = PretrainConfig.for_profile("teach", model_name="duet-tiny-hog-96")
     assert (hog.optimizer, hog.image_image_weight, hog.lr) == ("muon", 1.5, 1.2e-2)
-    assert (hog.steps, hog.inversion_steps) == (720, 300)
+    assert (hog.steps, hog.inversion_steps) == (720, 900)
     assert (hog.text_buckets, hog.math_attention) == (3, True)
     # the default keeps its own recipe
     default = PretrainConfig.for_profile("teach")
@@ -398,6 +398,7 @@ def test_hog_backbone_preset_is_its_short_recipe_and_smoke_stays_small():
     # smoke sizes win over the preset's steps; the preset's optimiser stays
     smoke = PretrainConfig.for_profile("smoke", model_name="duet-tiny-hog-96")
     assert (smoke.steps, smoke.batch_size, smoke.corpus_size) == (3, 8, 32)
+    assert smoke.inversion_steps == 0  # smoke has no second phase
     assert smoke.optimizer == "muon"
     # an explicit override wins over the preset
     assert (
