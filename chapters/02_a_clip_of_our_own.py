@@ -631,21 +631,22 @@ display(Markdown("\n".join(table)))
 # | `duet-tiny-hog-96`, six-minute recipe, 360 + 300 | 14 min | 0.533 | 0.900 | 0.487 | 0.940 | 0.897 | — | — |
 # | `duet-tiny-hog-96`, 720 + 300 | 20 min | 0.650 | 0.928 | 0.546 | 0.948 | 0.884 | 92.6 ± 0.0 % | 58.6 ± 1.5 % |
 # | `duet-tiny-hog-96`, 720 + 600 | 26 min | 0.650 | 0.928 | 0.587 | **0.964** | **0.920** | — | — |
-# | **`duet-tiny-hog-96`, its preset, 720 + 900** | **30 min** | **0.650** | 0.928 | **0.644** | 0.946 | 0.899 | 92.3 ± 0.2 % | **67.9 ± 3.2 %** |
+# | **`duet-tiny-hog-96`, its preset, 720 + 900** | **33 min** | **0.650** | 0.928 | **0.644** | 0.946 | 0.899 | 92.3 ± 0.2 % | **67.9 ± 3.2 %** |
 #
 # (Colour with caption-style prompts; the default's gate and colour are those of its
 # first phase at 2100 steps from the length table above. Pretraining times on 2
 # threads, corpus included: the default about 49 minutes; the HOG first phase 808 s
 # and its 300-step second phase 369 s in one process; the 600- and 900-step second
 # phases 782 s and 1036 s when continued from the cached first phase, the corpus
-# rendered again. Chapter 10: mean ± standard deviation over seeds 0 and 1, the book's
-# duet recipe.)
+# rendered again; the preset from scratch in one process 1980 s (800 s and 1180 s for
+# the two phases), with weights identical to the bit to those of the continued run.
+# Chapter 10: mean ± standard deviation over seeds 0 and 1, the book's duet recipe.)
 #
 # Three readings. First, the two phases do different jobs. Doubling the first phase
 # teaches the photo side *more* shape than the default's 2100 steps (gate 0.650
-# against 0.583, in 40 % of the time), but it leaves the sketch-only query short
-# (0.546); that query needs the second phase, where the text tower learns to read
-# pseudo-words: 0.546, 0.587 and 0.644 at 300, 600 and 900 steps. Second, the duet
+# against 0.583, in about a third of the time), but it leaves the sketch-only query
+# short (0.546); that query needs the second phase, where the text tower learns to
+# read pseudo-words: 0.546, 0.587 and 0.644 at 300, 600 and 900 steps. Second, the duet
 # does not rise with it all the way: it peaks at 600 steps (0.964, the widened gallery
 # 0.920) and settles back at 900 (0.946, level with the default's 0.947; the widened
 # gallery 0.899 against 0.912, 0.013 lower where each rate's standard error is about
@@ -908,7 +909,7 @@ metrics
 #   0.86) and costs the duet 13 points in chapter 10 (69.4 % against 82.7 %); it is
 #   selectable, not the default.
 # - The HOG-stem backbone's preset (`model_name="duet-tiny-hog-96"`: fixed gradient
-#   histograms, Muon, 720 + 900 steps) trains in about 30 minutes instead of 49,
+#   histograms, Muon, 720 + 900 steps) trains in 33 minutes instead of 49,
 #   learns a higher shape gate (0.650 against 0.583 on validation) and passes chapter
 #   09's checks (sketch-only query 0.644 against 0.602, duet 0.946 against 0.947 on
 #   validation) and chapter 10's (duet 92.3 % against 91.6 % on test). The second
