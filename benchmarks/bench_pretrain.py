@@ -13,8 +13,8 @@ Compares, on this machine and in this process, image–caption pairs per second 
    of its rows composed with appearance phrases);
 3. the default model's step with the Muon optimiser (``optimizer="muon"``), and the
    HOG-stem backbone ``duet-tiny-hog-96`` (fixed gradient histograms under a learned
-   map) with AdamW, with Muon, and with its preset (Muon and the two speed
-   settings; the recipe of its 720-step backbone);
+   map) with AdamW, with Muon, and with its preset's first-phase step (Muon and
+   the two speed settings);
 4. ``book step, 32-stride``: the fast backbone ``duet-tiny-conv32-96`` (3 x 3 token
    grid, thin stem, text MLP ratio 2) with its preset, and with each speed setting
    switched off in turn.

@@ -75,10 +75,10 @@ profile = "teach"  # run profile: smoke, teach (default) or paper
 seed = 0  # random seed (initialisation and batch order)
 device = "auto"  # 'auto', 'cpu', 'cuda' or 'mps'
 world_size = "teach"  # procedural world the probes run on: smoke or teach
-model_name = "duet-tiny-conv-96"  # backbone; duet-tiny-hog-96 trains 2.5x faster
+model_name = "duet-tiny-conv-96"  # backbone; duet-tiny-hog-96: 33 min, not 49
 pretrained = None  # None -> pretrain here (cached); or an open_clip tag / weights file
 pretrain_steps = None  # first-phase steps; None: the preset (2100, HOG stem 720)
-inversion_steps = None  # second phase (inversion) steps; 0: off; None: preset (300)
+inversion_steps = None  # second-phase steps; 0: off; None: preset (300, HOG 900)
 batch_size = 128  # geometries per step (two image-caption pairs each)
 subset_size = 6000  # geometries in the pretraining corpus
 quiet = False  # silence progress bars
@@ -403,8 +403,8 @@ display(Markdown("\n".join(table)))
 # narrow one. Length is the lever that works: 350 → 700 → 1050 → 1400 → 2100 steps move
 # the gate 0.205 → 0.32 → 0.42 → 0.545 → 0.655 and zero-shot sketch→photo to 0.67, so
 # the book's first phase is 2100 steps (about 42 minutes at 1.2 s per step on 2 cores;
-# `pretrain_steps` is the knob). We chose it on the validation shapes, not on the test numbers
-# of the table: there 2100 steps beat 1400 on the gate (0.583 against 0.483) and on
+# `pretrain_steps` is the knob). We chose it on the validation shapes, not on the test
+# numbers of the table: there 2100 steps beat 1400 on the gate (0.583 against 0.483) and on
 # caption-style colour (0.928 against 0.881). Short-prompt colour does not follow
 # (0.40 → 0.64 → 0.73 → 0.70 → 0.59), and lowering the weight of the image–image term at
 # the end of training does not bring it back either; caption-style colour does follow
@@ -660,9 +660,10 @@ display(Markdown("\n".join(table)))
 # then 900 second-phase steps. Third, chapter 10 confirms it: its duet reads 92.3 ±
 # 0.2 % on the test gallery (the default 91.6 ± 0.4 %, the 300-step version 92.6 ±
 # 0.0 %), 11 points above late fusion (81.3 ± 0.5 %), and its sketch-only query 67.9
-# ± 3.2 % against the default's 60.9 ± 0.1 %; every check of chapter 10 passes. One baseline moved the other way: the two-stage inversion reads
-# 73.2 ± 0.4 % against 82.1 ± 1.3 % on the 300-step version (its mapper is trained
-# apart from the duet, on the same frozen towers); we have not looked into why.
+# ± 3.2 % against the default's 60.9 ± 0.1 %; every check of chapter 10 passes. One
+# baseline moved the other way: the two-stage inversion reads 73.2 ± 0.4 % against
+# 82.1 ± 1.3 % on the 300-step version (its mapper is trained apart from the duet, on
+# the same frozen towers); we have not looked into why.
 #
 # This chapter's checks pass on the preset too: run with
 # `model_name="duet-tiny-hog-96"` (92 s with the backbone cached) it reads, on the
