@@ -88,8 +88,8 @@ OPTIMIZERS = ("adamw", "muon")
 #: The HOG-stem backbone trains a short first phase (chapter 02, "Half an hour"):
 #: Muon, the image–image term at 1.5, a peak learning rate of 1.2e-2 and 720 steps,
 #: with the same speed settings, then a second phase of 900 steps instead of the
-#: teach profile's 300; chosen on the validation shapes and chapter 09's validation
-#: split. The smoke profile's sizes (and its lack of a second phase) win over a
+#: teach profile's 300, on the text side only (``inversion_text_only``); chosen on
+#: the validation shapes and chapter 09's validation split. The smoke profile's sizes (and its lack of a second phase) win over a
 #: preset's steps.
 MODEL_PRESETS: dict[str, dict[str, Any]] = {
     "duet-tiny-conv32-96": {
@@ -103,6 +103,7 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {
         "lr": 1.2e-2,
         "steps": 720,
         "inversion_steps": 900,
+        "inversion_text_only": True,
         "text_buckets": 3,
         "math_attention": True,
     },
@@ -169,6 +170,19 @@ class PretrainConfig:
             matched to AdamW's update size (PyTorch's ``match_rms_adamw``), so the
             same ``lr`` and schedule serve both; AdamW for everything else (stem,
             embeddings, projections, gains and biases). The second phase keeps AdamW.
+        inversion_steps, inversion_lr, inversion_map_lr, inversion_weight,
+            inversion_tokens, inversion_scale, inversion_tau, inversion_mix: the
+            second phase (module docstring, item 3): its steps (0: none), the
+            learning rates of the model and of the map, the term's weight, the
+            number of pseudo-words and their norm (in mean real-word norms), the
+            temperature, and the share of composed rows.
+        inversion_text_only: the second phase trains the text side only (our
+            choice, off in the book's default): the image tower stays as the first
+            phase left it, its embeddings of the corpus are computed once when the
+            phase begins, and each step runs the text tower alone (the caption loss
+            and the inversion term; the image–image term has nothing left to move).
+            The phase's job is the text tower's, and the image tower's passes are
+            most of a step's cost.
     """
 
     model_name: str = "duet-tiny-conv-96"
@@ -202,6 +216,7 @@ class PretrainConfig:
     inversion_scale: float = 3.0
     inversion_tau: float = 0.07
     inversion_mix: float = 0.5
+    inversion_text_only: bool = False
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -659,6 +674,39 @@ def _first_view(
     return torch.where(drawn[:, None], drawing[idx], photo[idx])
 
 
+@torch.no_grad()
+def corpus_image_embeddings(
+    bundle: ClipBundle, corpus: Any, batch: int = 256, quiet: bool = True
+) -> dict[str, torch.Tensor]:
+    """Unnormalised (N, E) embeddings of every corpus image by the current image
+    tower: ``a`` and ``b`` (the two photos) and ``d`` (the line drawings).
+
+    For a second phase that keeps the image tower frozen
+    (``PretrainConfig.inversion_text_only``): each image is encoded once instead of
+    once per step it is drawn in.
+    """
+    from duet_lib.progress import tqdm
+
+    model = bundle.model
+    device = next(model.parameters()).device
+    out: dict[str, torch.Tensor] = {}
+    views = {"a": corpus.view_a, "b": corpus.view_b, "d": corpus.drawing}
+    with tqdm(
+        total=sum(len(v) for v in views.values()),
+        desc="embedding the corpus",
+        unit="img",
+        disable=quiet,
+    ) as bar:
+        for key, images in views.items():
+            parts = []
+            for i in range(0, len(images), batch):
+                x = _to_batch(images[i : i + batch], bundle).to(device)
+                parts.append(model.encode_image(x))
+                bar.update(len(x))
+            out[key] = torch.cat(parts)
+    return out
+
+
 def shape_targets(
     attributes: list[dict[str, Any]],
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -832,8 +880,8 @@ def _composed_rows(
 def train_step(
     bundle: ClipBundle,
     optimizer: torch.optim.Optimizer,
-    images_a: torch.Tensor,
-    images_b: torch.Tensor,
+    images_a: torch.Tensor | None,
+    images_b: torch.Tensor | None,
     ids_a: torch.Tensor,
     ids_b: torch.Tensor,
     cfg: PretrainConfig,
@@ -841,6 +889,7 @@ def train_step(
     inversion: Inversion | None = None,
     composed: tuple[torch.Tensor, list[str]] | None = None,
     shape_term: tuple[nn.Module, torch.Tensor, torch.Tensor] | None = None,
+    image_emb: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """One optimisation step over B geometries; returns the loss terms as floats.
 
@@ -848,7 +897,8 @@ def train_step(
     each other in the image–image term, so the second view costs no extra pass.
 
     Args:
-        images_a, images_b: (B, 3, S, S) normalised renderings of the same geometries.
+        images_a, images_b: (B, 3, S, S) normalised renderings of the same geometries
+            (None with ``image_emb``).
         ids_a, ids_b: (B, L) token ids of their captions.
         targets: (image, text) soft targets of the caption loss over the 2B
             pairs (:func:`described_targets`); None: identical captions.
@@ -859,29 +909,40 @@ def train_step(
             phrase; ``cfg.inversion_mix``) and B phrases ("" where not composed).
         shape_term: ``(head, targets, mask)`` of the shape-parameter term over the 2B
             images (:func:`shape_targets` rows of both renderings), or None.
+        image_emb: (2B, E) unnormalised embeddings of both renderings, computed
+            beforehand by a frozen image tower (``cfg.inversion_text_only``); the
+            images are then not encoded and the image–image term is left out.
 
     The forward passes run under :func:`fast_attention` when ``cfg.math_attention``.
     """
     model = bundle.model
 
     def kernel():
-        return fast_attention(images_a.device) if cfg.math_attention else nullcontext()
+        return fast_attention(ids_a.device) if cfg.math_attention else nullcontext()
 
     ids = torch.cat([ids_a, ids_b])
     with kernel():
-        raw = model.encode_image(torch.cat([images_a, images_b]))  # (2B, E)
+        if image_emb is None:
+            if images_a is None or images_b is None:
+                raise ValueError("train_step needs the images or their embeddings")
+            raw = model.encode_image(torch.cat([images_a, images_b]))  # (2B, E)
+        else:
+            raw = image_emb.detach()
         txt = encode_token_ids(model, ids, normalize=True, buckets=cfg.text_buckets)
     img = F.normalize(raw, dim=-1)
     scale = model.logit_scale.exp().clamp(max=100)
     image_t, text_t = targets or (soft_caption_targets(ids), None)
     loss_clip = clip_loss(img, txt, scale, image_t, text_t)
-    half = len(images_a)
-    dims = cfg.image_image_dims or raw.shape[1]
-    shape = F.normalize(raw[:, :dims], dim=-1) if dims < raw.shape[1] else img
-    loss_ii = image_image_loss(shape[:half], shape[half:], tau=cfg.image_image_tau)
-    loss = loss_clip + cfg.image_image_weight * loss_ii
-    terms = {"clip": loss_clip.item(), "image_image": loss_ii.item()}
-    params = list(model.parameters())
+    half = len(ids_a)
+    loss = loss_clip
+    terms = {"clip": loss_clip.item()}
+    if image_emb is None:
+        dims = cfg.image_image_dims or raw.shape[1]
+        shape = F.normalize(raw[:, :dims], dim=-1) if dims < raw.shape[1] else img
+        loss_ii = image_image_loss(shape[:half], shape[half:], cfg.image_image_tau)
+        loss = loss + cfg.image_image_weight * loss_ii
+        terms["image_image"] = loss_ii.item()
+    params = [p for p in model.parameters() if p.requires_grad]
     if shape_term is not None:
         head, shape_t, shape_m = shape_term
         loss_shape = shape_loss(head, img, shape_t, shape_m)
@@ -960,11 +1021,21 @@ def pretrain_clip(
     optimizer = _make_optimizer(model, cfg, shape_head=head)
     inversion: Inversion | None = None
 
+    frozen_images: dict[str, torch.Tensor] | None = None
+    frozen_params: list[nn.Parameter] = []
+
     def second_phase() -> torch.optim.Optimizer:
         # a fresh map and a fresh optimiser at a constant learning rate, whether the
         # first phase ran just now or came from the cache: the same weights either way
-        nonlocal inversion
+        nonlocal inversion, frozen_images
         inversion = Inversion.for_bundle(bundle, cfg)
+        if cfg.inversion_text_only:
+            frozen_params.extend(
+                p for p in model.visual.parameters() if p.requires_grad
+            )
+            for p in frozen_params:
+                p.requires_grad_(False)
+            frozen_images = corpus_image_embeddings(bundle, corpus, quiet=quiet)
         return _make_optimizer(model, cfg, inversion.mapper)
 
     last = folder / "last.pt"
@@ -1047,11 +1118,22 @@ def pretrain_clip(
         if head is not None and inversion is None:  # first phase only
             both = np.concatenate([idx, idx])
             shape_term = (head, shape_t[both], shape_m[both])
+        images_a, images_b, image_emb = None, None, None
+        if frozen_images is None:
+            images_a = _to_batch(first_view, bundle)
+            images_b = _to_batch(corpus.view_b[idx], bundle)
+        else:
+            image_emb = torch.cat(
+                [
+                    _first_view(drawn, idx, frozen_images["a"], frozen_images["d"]),
+                    frozen_images["b"][idx],
+                ]
+            )
         terms = train_step(
             bundle,
             optimizer,
-            _to_batch(first_view, bundle),
-            _to_batch(corpus.view_b[idx], bundle),
+            images_a,
+            images_b,
             ids,
             ids_b[idx],
             cfg,
@@ -1059,6 +1141,7 @@ def pretrain_clip(
             inversion,
             composed,
             shape_term,
+            image_emb,
         )
         pairs += 2 * cfg.batch_size
         history.append({"step": step + 1, **terms})
@@ -1086,6 +1169,8 @@ def pretrain_clip(
                 last,
             )
     elapsed = time.perf_counter() - t0
+    for p in frozen_params:  # a text-only second phase froze the image tower
+        p.requires_grad_(True)
     model.eval()
     pairs_per_s = pairs / elapsed if elapsed > 0 and pairs else None
     if end >= total:

@@ -88,6 +88,7 @@ def test_key_of_a_config_without_later_fields_is_unchanged():
         "inversion_scale",
         "inversion_tau",
         "inversion_mix",
+        "inversion_text_only",
     )
     old_fields = {k: v for k, v in asdict(cfg).items() if k not in later}
     assert cfg.key() == config_hash(old_fields)
@@ -305,6 +306,37 @@ def test_second_phase_reuses_the_first_and_equals_a_straight_run(tmp_path, monke
         _cfg(inversion_tau=0.0)
 
 
+def test_text_only_second_phase_moves_the_text_tower_and_resumes_exactly(
+    tmp_path, monkeypatch
+):
+    from duet_lib.models.pretrain import pretrain_dir
+
+    cfg = _cfg(steps=2, inversion_steps=3, inversion_text_only=True)
+    assert cfg.first_phase().key() == _cfg(steps=2, inversion_steps=0).key()
+    assert cfg.key() != _cfg(steps=2, inversion_steps=3).key()
+    monkeypatch.setenv("DUET_CACHE_DIR", str(tmp_path / "a"))
+    part = pretrain_clip(cfg, quiet=True, stop_after=4)  # inside the second phase
+    resumed = pretrain_clip(cfg, quiet=True)
+    assert resumed.resumed_from == 4
+    first = _state(pretrain_clip(cfg.first_phase(), quiet=True).bundle)
+    final = _state(resumed.bundle)
+    visual = [k for k in final if k.startswith("visual.")]
+    text = [k for k in final if k.startswith(("transformer.", "token_embedding"))]
+    assert visual and text
+    for k in visual:  # the image tower is the first phase's, to the bit
+        torch.testing.assert_close(final[k], first[k], rtol=0, atol=0, msg=k)
+    assert all(not torch.equal(final[k], first[k]) for k in text)
+    # no image-image term in the text-only steps; the image tower is trainable again
+    assert all("image_image" not in h and "inversion" in h for h in part.history[2:])
+    assert all(p.requires_grad for p in resumed.bundle.model.parameters())
+
+    monkeypatch.setenv("DUET_CACHE_DIR", str(tmp_path / "b"))
+    straight = pretrain_clip(cfg, quiet=True)
+    assert (pretrain_dir(cfg) / "model.pt").is_file()
+    for k, v in _state(straight.bundle).items():
+        torch.testing.assert_close(final[k], v, rtol=0, atol=0, msg=k)
+
+
 def test_composed_inversion_rows_read_pseudo_words_before_real_words(
     tmp_path, monkeypatch
 ):
@@ -392,9 +424,11 @@ def test_hog_backbone_preset_is_its_short_recipe_and_smoke_stays_small():
     assert (hog.optimizer, hog.image_image_weight, hog.lr) == ("muon", 1.5, 1.2e-2)
     assert (hog.steps, hog.inversion_steps) == (720, 900)
     assert (hog.text_buckets, hog.math_attention) == (3, True)
+    assert hog.inversion_text_only  # its second phase leaves the image tower alone
     # the default keeps its own recipe
     default = PretrainConfig.for_profile("teach")
     assert (default.optimizer, default.steps, default.lr) == ("adamw", 2100, 2e-3)
+    assert not default.inversion_text_only
     # smoke sizes win over the preset's steps; the preset's optimiser stays
     smoke = PretrainConfig.for_profile("smoke", model_name="duet-tiny-hog-96")
     assert (smoke.steps, smoke.batch_size, smoke.corpus_size) == (3, 8, 32)
