@@ -23,7 +23,10 @@ A second phase makes its *text* tower able to say what the image tower sees:
    tower also learns to read pseudo-words before real words. Web text is varied
    enough that CLIP's text encoder can do this out of the box; the captions of a
    small world are not, and without this phase the frozen text tower carries little
-   of the fine shape a sketch's pseudo-words bring (chapters 02 and 09).
+   of the fine shape a sketch's pseudo-words bring (chapters 02 and 09). With
+   ``inversion_text_only`` the phase leaves the image tower as the first phase left
+   it and runs the text tower alone (about twice as fast; chapter 02 measures what
+   it costs).
 
 The first phase minimises ``L = L_clip + w_ii * L_ii`` (plus, optionally and off in
 the book's default, ``w_shape * L_shape``, a regression of the world's shape
@@ -88,8 +91,9 @@ OPTIMIZERS = ("adamw", "muon")
 #: The HOG-stem backbone trains a short first phase (chapter 02, "Half an hour"):
 #: Muon, the image–image term at 1.5, a peak learning rate of 1.2e-2 and 720 steps,
 #: with the same speed settings, then a second phase of 900 steps instead of the
-#: teach profile's 300, on the text side only (``inversion_text_only``); chosen on
-#: the validation shapes and chapter 09's validation split. The smoke profile's sizes (and its lack of a second phase) win over a
+#: teach profile's 300, through the whole model (a text-only second phase, tried,
+#: cost the sketch-only query on a second seed); chosen on the validation shapes and
+#: chapter 09's validation split. The smoke profile's sizes (and its lack of a second phase) win over a
 #: preset's steps.
 MODEL_PRESETS: dict[str, dict[str, Any]] = {
     "duet-tiny-conv32-96": {
@@ -103,7 +107,6 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {
         "lr": 1.2e-2,
         "steps": 720,
         "inversion_steps": 900,
-        "inversion_text_only": True,
         "text_buckets": 3,
         "math_attention": True,
     },
@@ -177,12 +180,12 @@ class PretrainConfig:
             number of pseudo-words and their norm (in mean real-word norms), the
             temperature, and the share of composed rows.
         inversion_text_only: the second phase trains the text side only (our
-            choice, off in the book's default): the image tower stays as the first
-            phase left it, its embeddings of the corpus are computed once when the
-            phase begins, and each step runs the text tower alone (the caption loss
-            and the inversion term; the image–image term has nothing left to move).
-            The phase's job is the text tower's, and the image tower's passes are
-            most of a step's cost.
+            choice, off in every preset): the image tower stays as the first phase
+            left it, its embeddings of the corpus are computed once when the phase
+            begins, and each step runs the text tower alone (the caption loss and
+            the inversion term; the image–image term has nothing left to move). The
+            image tower's passes are most of a step's cost; what the image tower
+            would have learned in the phase is the price (chapter 02).
     """
 
     model_name: str = "duet-tiny-conv-96"

@@ -424,7 +424,8 @@ def test_hog_backbone_preset_is_its_short_recipe_and_smoke_stays_small():
     assert (hog.optimizer, hog.image_image_weight, hog.lr) == ("muon", 1.5, 1.2e-2)
     assert (hog.steps, hog.inversion_steps) == (720, 900)
     assert (hog.text_buckets, hog.math_attention) == (3, True)
-    assert hog.inversion_text_only  # its second phase leaves the image tower alone
+    # its second phase trains the whole model (text only cost a seed's sketch query)
+    assert not hog.inversion_text_only
     # the default keeps its own recipe
     default = PretrainConfig.for_profile("teach")
     assert (default.optimizer, default.steps, default.lr) == ("adamw", 2100, 2e-3)
