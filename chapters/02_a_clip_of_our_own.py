@@ -681,11 +681,11 @@ display(Markdown("\n".join(table)))
 # 0.940 against 0.946, widened gallery 0.893 against 0.899), and we adopted it and ran
 # the whole book on it: every check passed, and chapter 10 read on test a duet of
 # 90.7 ± 1.4 %, a sketch-only query of 58.5 ± 12.7 % and a two-stage inversion of
-# 83.0 ± 4.0 % (the table's last row). The sketch-only query's spread over chapter 10's two
-# seeds (67.5 and 49.5 %) sent us back to validation, to chapter 09 at its other seed
-# (`seed=1`), and that decided: there the text-only backbone's sketch-only query read
-# 0.498, below the chapter's 0.6 target, against 0.615 for the preset (duet 0.938
-# against 0.942, widened gallery 0.885 against 0.908). So the preset keeps its
+# 83.0 ± 4.0 % (the table's last row). The sketch-only query's spread over chapter
+# 10's two seeds (67.5 and 49.5 %) sent us back to validation, to chapter 09 at its
+# other seed (`seed=1`), and that decided: there the text-only backbone's sketch-only
+# query read 0.498, below the chapter's 0.6 target, against 0.615 for the preset
+# (duet 0.938 against 0.942, widened gallery 0.885 against 0.908). So the preset keeps its
 # whole-model second phase. What the image tower learns in that phase shows in this
 # chapter's own gate: on the test shapes 0.740 after the whole-model phase against
 # 0.690, the first phase's own, after the text-only one (caption-style colour 0.935

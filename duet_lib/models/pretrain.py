@@ -93,8 +93,8 @@ OPTIMIZERS = ("adamw", "muon")
 #: with the same speed settings, then a second phase of 900 steps instead of the
 #: teach profile's 300, through the whole model (a text-only second phase, tried,
 #: cost the sketch-only query on a second seed); chosen on the validation shapes and
-#: chapter 09's validation split. The smoke profile's sizes (and its lack of a second phase) win over a
-#: preset's steps.
+#: chapter 09's validation split. The smoke profile's sizes (and its lack of a
+#: second phase) win over a preset's steps.
 MODEL_PRESETS: dict[str, dict[str, Any]] = {
     "duet-tiny-conv32-96": {
         "text_buckets": 3,
