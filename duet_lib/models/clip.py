@@ -253,6 +253,7 @@ class HogStem(nn.Module):
         self.bins, self.cell, self.group = int(bins), int(cell), int(group)
         self.total_stride = self.group * self.cell
         features = self.group**2 * (self.bins + 3)
+        self.n_features = features
         self.proj = nn.Sequential(
             nn.Conv2d(features, hidden, 1),
             nn.GELU(),
@@ -322,7 +323,13 @@ class HogStem(nn.Module):
         return F.pixel_unshuffle(torch.cat([hist, colour], 1), self.group)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(self.features(x).to(self.proj[0].weight.dtype))
+        """Images (B, 3, H, W), or their fixed features computed beforehand by
+        :meth:`features` (B, ``n_features``, H / S, W / S): they have no parameters,
+        so pretraining computes them once per corpus image, with the same result to
+        the bit."""
+        if x.ndim != 4 or x.shape[1] != self.n_features:
+            x = self.features(x)
+        return self.proj(x.to(self.proj[0].weight.dtype))
 
 
 #: Stem kinds of ``stems.json`` (an entry without ``kind`` is a ``conv`` stem).

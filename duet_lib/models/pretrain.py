@@ -61,6 +61,7 @@ from torch import nn
 from duet_lib.checkpoint import config_hash, load_checkpoint, save_checkpoint
 from duet_lib.models.clip import (
     ClipBundle,
+    HogStem,
     fast_attention,
     load_clip,
     save_clip,
@@ -678,6 +679,33 @@ def _first_view(
 
 
 @torch.no_grad()
+def fixed_stem_features(
+    bundle: ClipBundle, corpus: Any, batch: int = 256
+) -> dict[str, torch.Tensor] | None:
+    """The fixed features of every corpus image for a stem that has them (the HOG
+    stem's gradient histograms and cell colours), or None for a learned stem.
+
+    Keys ``a``, ``b`` and ``d`` as in :func:`corpus_image_embeddings`. The stem
+    takes them in place of the images and gives the same result to the bit (the
+    features of one image do not depend on its batch), so each image's histograms
+    are computed once instead of once per step it is drawn in.
+    """
+    stem = getattr(bundle.model.visual, "conv1", None)
+    if not isinstance(stem, HogStem):
+        return None
+    views = {"a": corpus.view_a, "b": corpus.view_b, "d": corpus.drawing}
+    return {
+        key: torch.cat(
+            [
+                stem.features(_to_batch(images[i : i + batch], bundle))
+                for i in range(0, len(images), batch)
+            ]
+        )
+        for key, images in views.items()
+    }
+
+
+@torch.no_grad()
 def corpus_image_embeddings(
     bundle: ClipBundle, corpus: Any, batch: int = 256, quiet: bool = True
 ) -> dict[str, torch.Tensor]:
@@ -900,8 +928,9 @@ def train_step(
     each other in the image–image term, so the second view costs no extra pass.
 
     Args:
-        images_a, images_b: (B, 3, S, S) normalised renderings of the same geometries
-            (None with ``image_emb``).
+        images_a, images_b: (B, 3, S, S) normalised renderings of the same geometries,
+            or for a HOG stem their fixed features (:func:`fixed_stem_features`);
+            None with ``image_emb``.
         ids_a, ids_b: (B, L) token ids of their captions.
         targets: (image, text) soft targets of the caption loss over the 2B
             pairs (:func:`described_targets`); None: identical captions.
@@ -1066,6 +1095,7 @@ def pretrain_clip(
         start = cfg.steps
     resumed_from = start
 
+    stem_table = fixed_stem_features(bundle, corpus)
     ids_a = bundle.tokenize(corpus.caption_a).cpu()
     ids_b = bundle.tokenize(corpus.caption_b).cpu()
     ids_d = bundle.tokenize(corpus.caption_drawing).cpu()
@@ -1090,9 +1120,6 @@ def pretrain_clip(
                 model.train()
             optimizer = second_phase()
         idx, use_drawing = batch_plan(cfg, step, len(corpus), neighbours)
-        first_view = np.where(
-            use_drawing[:, None, None, None], corpus.drawing[idx], corpus.view_a[idx]
-        )
         drawn = torch.from_numpy(use_drawing)
         ids = _first_view(drawn, idx, ids_a, ids_d)
         targets = None
@@ -1122,7 +1149,17 @@ def pretrain_clip(
             both = np.concatenate([idx, idx])
             shape_term = (head, shape_t[both], shape_m[both])
         images_a, images_b, image_emb = None, None, None
-        if frozen_images is None:
+        if frozen_images is None and stem_table is not None:
+            images_a = torch.where(
+                drawn.view(-1, 1, 1, 1), stem_table["d"][idx], stem_table["a"][idx]
+            )
+            images_b = stem_table["b"][idx]
+        elif frozen_images is None:
+            first_view = np.where(
+                use_drawing[:, None, None, None],
+                corpus.drawing[idx],
+                corpus.view_a[idx],
+            )
             images_a = _to_batch(first_view, bundle)
             images_b = _to_batch(corpus.view_b[idx], bundle)
         else:

@@ -337,6 +337,47 @@ def test_text_only_second_phase_moves_the_text_tower_and_resumes_exactly(
         torch.testing.assert_close(final[k], v, rtol=0, atol=0, msg=k)
 
 
+def test_hog_features_computed_once_train_the_same_weights(tmp_path, monkeypatch):
+    # the HOG stem's histograms have no parameters: pretraining computes them once
+    # per corpus image, and must reach the weights of computing them in every step
+    from duet_lib.models import pretrain as pt
+
+    cfg = _cfg(model_name="duet-tiny-hog-96", steps=3, inversion_steps=2)
+    monkeypatch.setenv("DUET_CACHE_DIR", str(tmp_path / "once"))
+    once = pretrain_clip(cfg, quiet=True)
+    monkeypatch.setattr(pt, "fixed_stem_features", lambda bundle, corpus: None)
+    monkeypatch.setenv("DUET_CACHE_DIR", str(tmp_path / "every"))
+    every = pretrain_clip(cfg, quiet=True)
+    a, b = _state(once.bundle), _state(every.bundle)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
+    assert [h["loss"] for h in once.history] == [h["loss"] for h in every.history]
+
+
+def test_fixed_stem_features_stand_in_for_the_images():
+    from duet_lib.models.clip import load_clip
+    from duet_lib.models.pretrain import _to_batch, fixed_stem_features, world_corpus
+
+    cfg = _cfg(model_name="duet-tiny-hog-96")
+    hog = load_clip("duet-tiny-hog-96", None, seed=0)
+    corpus = world_corpus(cfg, hog.image_size)
+    table = fixed_stem_features(hog, corpus, batch=5)  # batches of 5: same features
+    assert set(table) == {"a", "b", "d"} and len(table["d"]) == len(corpus.drawing)
+    images = _to_batch(corpus.view_b, hog)
+    torch.testing.assert_close(
+        table["b"], hog.model.visual.conv1.features(images), rtol=0, atol=0
+    )
+    with torch.no_grad():
+        torch.testing.assert_close(
+            hog.model.encode_image(table["b"]),
+            hog.model.encode_image(images),
+            rtol=0,
+            atol=0,
+        )
+    conv = load_clip("duet-tiny-conv-96", None, seed=0)
+    assert fixed_stem_features(conv, corpus) is None  # a learned stem has none
+
+
 def test_composed_inversion_rows_read_pseudo_words_before_real_words(
     tmp_path, monkeypatch
 ):
