@@ -15,11 +15,11 @@ Compares, on this machine and in this process, image–caption pairs per second 
    HOG-stem backbone ``duet-tiny-hog-96`` (fixed gradient histograms under a learned
    map; its fixed histograms computed outside the timed step, as the library
    computes them once per corpus image) with AdamW, with Muon, and with its
-   preset's first-phase step (Muon and the two speed settings); then its preset's second-phase step (through the whole
-   model) and the same step on the text side only (``inversion_text_only``: the
-   image tower frozen, the images embedded once outside the timed step), and the
-   preset's rate over both phases either way (its step counts at the measured
-   rates);
+   preset's first-phase step (Muon and the two speed settings); then its preset's
+   second-phase step (through the whole model) and the same step on the text side
+   only (``inversion_text_only``: the image tower frozen, the images embedded once
+   outside the timed step), and the preset's rate over both phases either way (its
+   step counts at the measured rates);
 4. ``book step, 32-stride``: the fast backbone ``duet-tiny-conv32-96`` (3 x 3 token
    grid, thin stem, text MLP ratio 2) with its preset, and with each speed setting
    switched off in turn.
@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from duet_lib.data.world import pretraining_batch
-from duet_lib.models.clip import HogStem, load_clip
+from duet_lib.models.clip import load_clip
 from duet_lib.models.pretrain import (
     MODEL_PRESETS,
     Inversion,
@@ -51,6 +51,7 @@ from duet_lib.models.pretrain import (
     _make_optimizer,
     _to_batch,
     clip_loss,
+    fixed_stem_features,
     soft_caption_targets,
     train_step,
 )
@@ -91,13 +92,12 @@ def _book_step(name: str, batch, second_phase: bool = False, **settings):
     bundle = load_clip(name, None, seed=0)
     bundle.model.train()
     inversion = Inversion.for_bundle(bundle, cfg) if second_phase else None
-    a, b = _to_batch(batch.view_a, bundle), _to_batch(batch.view_b, bundle)
-    if isinstance(bundle.model.visual.conv1, HogStem):
-        # the library computes the fixed histograms once per corpus image
-        a, b = (
-            bundle.model.visual.conv1.features(a),
-            bundle.model.visual.conv1.features(b),
-        )
+    # a HOG stem's fixed histograms: once, as the library computes them per corpus
+    table = fixed_stem_features(bundle, batch)
+    if table is None:
+        a, b = _to_batch(batch.view_a, bundle), _to_batch(batch.view_b, bundle)
+    else:
+        a, b = table["a"], table["b"]
     image_emb = None
     if second_phase and cfg.inversion_text_only:
         with torch.no_grad():

@@ -673,9 +673,36 @@ def _description_masks(corpus: Any) -> dict[str, torch.Tensor]:
 def _first_view(
     drawn: torch.Tensor, idx: np.ndarray, photo: torch.Tensor, drawing: torch.Tensor
 ) -> torch.Tensor:
-    """Rows ``idx`` of a per-item table for the first slot of a batch: the line
-    drawing's row where ``drawn`` (B,) is True, the first photo's otherwise."""
-    return torch.where(drawn[:, None], drawing[idx], photo[idx])
+    """Rows ``idx`` of a per-item table (ids, facts, features or embeddings) for
+    the first slot of a batch: the line drawing's row where ``drawn`` (B,) is True,
+    the first photo's otherwise."""
+    mask = drawn.view(-1, *([1] * (photo.ndim - 1)))
+    return torch.where(mask, drawing[idx], photo[idx])
+
+
+#: The corpus's three image tables, by the keys of the per-image tables built here.
+_CORPUS_VIEWS = {"a": "view_a", "b": "view_b", "d": "drawing"}
+
+
+def _per_corpus_image(
+    bundle: ClipBundle,
+    corpus: Any,
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    batch: int,
+    bar: Any = None,
+) -> dict[str, torch.Tensor]:
+    """``fn`` of every corpus image in batches, by view: ``a`` and ``b`` (the two
+    photos) and ``d`` (the line drawings)."""
+    out: dict[str, torch.Tensor] = {}
+    for key, attr in _CORPUS_VIEWS.items():
+        images = getattr(corpus, attr)
+        parts = []
+        for i in range(0, len(images), batch):
+            parts.append(fn(_to_batch(images[i : i + batch], bundle)))
+            if bar is not None:
+                bar.update(len(parts[-1]))
+        out[key] = torch.cat(parts)
+    return out
 
 
 @torch.no_grad()
@@ -693,16 +720,7 @@ def fixed_stem_features(
     stem = getattr(bundle.model.visual, "conv1", None)
     if not isinstance(stem, HogStem):
         return None
-    views = {"a": corpus.view_a, "b": corpus.view_b, "d": corpus.drawing}
-    return {
-        key: torch.cat(
-            [
-                stem.features(_to_batch(images[i : i + batch], bundle))
-                for i in range(0, len(images), batch)
-            ]
-        )
-        for key, images in views.items()
-    }
+    return _per_corpus_image(bundle, corpus, stem.features, batch)
 
 
 @torch.no_grad()
@@ -720,22 +738,13 @@ def corpus_image_embeddings(
 
     model = bundle.model
     device = next(model.parameters()).device
-    out: dict[str, torch.Tensor] = {}
-    views = {"a": corpus.view_a, "b": corpus.view_b, "d": corpus.drawing}
+    total = sum(len(getattr(corpus, attr)) for attr in _CORPUS_VIEWS.values())
     with tqdm(
-        total=sum(len(v) for v in views.values()),
-        desc="embedding the corpus",
-        unit="img",
-        disable=quiet,
+        total=total, desc="embedding the corpus", unit="img", disable=quiet
     ) as bar:
-        for key, images in views.items():
-            parts = []
-            for i in range(0, len(images), batch):
-                x = _to_batch(images[i : i + batch], bundle).to(device)
-                parts.append(model.encode_image(x))
-                bar.update(len(x))
-            out[key] = torch.cat(parts)
-    return out
+        return _per_corpus_image(
+            bundle, corpus, lambda x: model.encode_image(x.to(device)), batch, bar
+        )
 
 
 def shape_targets(
@@ -1148,13 +1157,11 @@ def pretrain_clip(
         if head is not None and inversion is None:  # first phase only
             both = np.concatenate([idx, idx])
             shape_term = (head, shape_t[both], shape_m[both])
+        # the step's image inputs: frozen embeddings (text-only second phase), a
+        # stem's fixed features, or the renderings themselves
         images_a, images_b, image_emb = None, None, None
-        if frozen_images is None and stem_table is not None:
-            images_a = torch.where(
-                drawn.view(-1, 1, 1, 1), stem_table["d"][idx], stem_table["a"][idx]
-            )
-            images_b = stem_table["b"][idx]
-        elif frozen_images is None:
+        table = frozen_images if frozen_images is not None else stem_table
+        if table is None:
             first_view = np.where(
                 use_drawing[:, None, None, None],
                 corpus.drawing[idx],
@@ -1163,12 +1170,11 @@ def pretrain_clip(
             images_a = _to_batch(first_view, bundle)
             images_b = _to_batch(corpus.view_b[idx], bundle)
         else:
-            image_emb = torch.cat(
-                [
-                    _first_view(drawn, idx, frozen_images["a"], frozen_images["d"]),
-                    frozen_images["b"][idx],
-                ]
-            )
+            slot_a = _first_view(drawn, idx, table["a"], table["d"])
+            if frozen_images is not None:
+                image_emb = torch.cat([slot_a, table["b"][idx]])
+            else:
+                images_a, images_b = slot_a, table["b"][idx]
         terms = train_step(
             bundle,
             optimizer,
