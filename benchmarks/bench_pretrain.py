@@ -20,11 +20,23 @@ Compares, on this machine and in this process, image–caption pairs per second 
    only (``inversion_text_only``: the image tower frozen, the images embedded once
    outside the timed step), and the preset's rate over both phases either way (its
    step counts at the measured rates);
-4. ``book step, 32-stride``: the fast backbone ``duet-tiny-conv32-96`` (3 x 3 token
+4. the HOG stem on a 3 x 3 token grid, ``duet-tiny-hog32-96`` (4 x 4 histogram
+   cells per token, text MLP ratio 2), its preset's first- and second-phase steps
+   and its rate over both phases;
+5. ``book step, 32-stride``: the fast backbone ``duet-tiny-conv32-96`` (3 x 3 token
    grid, thin stem, text MLP ratio 2) with its preset, and with each speed setting
    switched off in turn.
 
 Each row is the median of ``--steps`` timed steps after two warm-up steps.
+
+Where the time goes is checked against the machine itself: one more step of each
+row runs under PyTorch's FLOP counter (``torch.utils.flop_counter``; attention
+through the plain kernel there, so its products are counted), and the same process
+measures the best rate its float32 matrix products reach (square products of side
+1024 and 2048 and the transformer's MLP product, the best median of each). From
+these: the step's achieved GFLOP/s, its share of that rate, and the ceiling, the
+pairs/s the step would reach if all its arithmetic ran at that rate.
+
 Prints a table, the ratios of the fast step to the naive and default ones, of both
 to the 500 pairs/s target, and a JSON line.
 Usage: ``python benchmarks/bench_pretrain.py [--threads 2] [--steps 7]``.
@@ -33,6 +45,7 @@ Usage: ``python benchmarks/bench_pretrain.py [--threads 2] [--steps 7]``.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -40,6 +53,8 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
 
 from duet_lib.data.world import pretraining_batch
 from duet_lib.models.clip import load_clip
@@ -60,11 +75,14 @@ TARGET = 500.0
 BOOK = "duet-tiny-conv32-96"
 OLD = "duet-tiny-conv-96"
 HOG = "duet-tiny-hog-96"
+HOG32 = "duet-tiny-hog32-96"
 #: the HOG stem's preset without its speed settings and with the default optimiser
 PLAIN = {"optimizer": "adamw", "text_buckets": 1, "math_attention": False}
 HOG_PRESET = "book step, HOG stem, its preset (Muon + the speed settings)"
 HOG_SECOND = "book step, HOG stem, its preset's second phase (whole model)"
 HOG_TEXT_ONLY = "book step, HOG stem, second phase on the text side only"
+HOG32_PRESET = f"book step, HOG stem, 3 x 3 grid ({HOG32}), its preset"
+HOG32_SECOND = "book step, HOG stem, 3 x 3 grid, its preset's second phase"
 
 
 def _median_time(fn, steps: int) -> float:
@@ -76,6 +94,26 @@ def _median_time(fn, steps: int) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return float(np.median(times))
+
+
+def _matmul_rate(threads: int, repeats: int = 7) -> float:
+    """The best median GFLOP/s of float32 matrix products in this process: squares
+    of side 1024 and 2048, and the transformer MLP's product (37 tokens of 128
+    photos, width 128 to 512)."""
+    rates = []
+    for m, k, n in ((1024, 1024, 1024), (2048, 2048, 2048), (37 * 128, 128, 512)):
+        a, b = torch.randn(m, k), torch.randn(k, n)
+        product = functools.partial(torch.matmul, a, b)
+        rates.append(2 * m * k * n / _median_time(product, repeats) / 1e9)
+    return max(rates)
+
+
+def _step_flops(fn) -> float:
+    """FLOPs of one call of ``fn``, counted by PyTorch's FLOP counter (attention
+    through the plain kernel, whose products the counter sees)."""
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        fn()
+    return float(counter.get_total_flops())
 
 
 def _book_step(name: str, batch, second_phase: bool = False, **settings):
@@ -150,6 +188,8 @@ def main() -> int:
             args.batch / _median_time(ref_step, args.steps),
         )
     ]
+    # FLOPs per image-caption pair of each row's step (one extra step, counted)
+    flops = {rows[0][0]: _step_flops(ref_step) / args.batch}
     plan = [
         (f"book step, 16-stride ({OLD}, default)", OLD, {}),
         (
@@ -170,18 +210,42 @@ def main() -> int:
         (HOG_PRESET, HOG, {}),
         (HOG_SECOND, HOG, {"second_phase": True}),
         (HOG_TEXT_ONLY, HOG, {"second_phase": True, "inversion_text_only": True}),
+        (HOG32_PRESET, HOG32, {}),
+        (HOG32_SECOND, HOG32, {"second_phase": True}),
         (f"book step, 32-stride ({BOOK})", BOOK, {}),
     ]
     for label, name, settings in plan:
         step = _book_step(name, batch, **settings)
         rows.append((label, 2 * args.batch / _median_time(step, args.steps)))
+        flops[label] = _step_flops(step) / (2 * args.batch)
+    rate = _matmul_rate(args.threads)
 
     print(
-        f"threads {args.threads}, {args.batch} geometries per step, median of {args.steps} steps"
+        f"threads {args.threads}, {args.batch} geometries per step, median of "
+        f"{args.steps} steps; best float32 matrix-product rate in this process: "
+        f"{rate:.0f} GFLOP/s"
+    )
+    print(
+        f"{'':66s} {'pairs/s':>7s} {'MFLOP/pair':>10s} {'GFLOP/s':>7s} "
+        f"{'of rate':>7s} {'ceiling':>7s}"
     )
     for label, pairs in rows:
-        print(f"{label:58s} {pairs:6.0f} pairs/s")
+        per_pair = flops[label] / 1e6
+        achieved = pairs * flops[label] / 1e9
+        print(
+            f"{label:66s} {pairs:7.0f} {per_pair:10.0f} {achieved:7.0f} "
+            f"{achieved / rate:7.2f} {rate * 1e3 / per_pair:7.0f}"
+        )
     naive, old, book = rows[0][1], rows[1][1], rows[-1][1]  # old: the book's default
+    old_label = rows[1][0]
+    old_ceiling = rate * 1e9 / flops[old_label]
+    print(
+        f"the default step: {flops[old_label] / 1e6:.0f} MFLOP per pair, run at "
+        f"{old * flops[old_label] / 1e9 / rate:.2f} of the matrix-product rate; at "
+        f"the full rate it would reach {old_ceiling:.0f} pairs/s "
+        f"({old_ceiling / TARGET:.2f} of the target); {TARGET:.0f} pairs/s at the "
+        f"full rate needs at most {rate * 1e3 / TARGET:.0f} MFLOP per pair"
+    )
     hog = dict(rows)[HOG_PRESET]
     # the preset's whole pretraining (pairs over seconds): its steps of both phases
     # at the measured rates, the second phase either way
@@ -192,10 +256,17 @@ def main() -> int:
         for label in (HOG_SECOND, HOG_TEXT_ONLY)
     }
     hog_whole, hog_text_only = both[HOG_SECOND], both[HOG_TEXT_ONLY]
+    grid = PretrainConfig.for_profile("teach", model_name=HOG32)
+    hog32_whole = grid.total_steps / (
+        grid.steps / dict(rows)[HOG32_PRESET]
+        + grid.inversion_steps / dict(rows)[HOG32_SECOND]
+    )
     print(
         f"HOG preset, both phases ({preset.steps} + {preset.inversion_steps} steps, "
         f"corpus left out): {hog_whole:.0f} pairs/s; with the second phase on the "
-        f"text side only (its one embedding pass left out): {hog_text_only:.0f}"
+        f"text side only (its one embedding pass left out): {hog_text_only:.0f}; "
+        f"the 3 x 3 HOG grid's preset ({grid.steps} + {grid.inversion_steps} steps): "
+        f"{hog32_whole:.0f} ({hog32_whole / TARGET:.2f} of the target)"
     )
     print(
         f"fast / naive: {book / naive:.2f}x; fast / default book step: {book / old:.2f}x; "
@@ -207,6 +278,12 @@ def main() -> int:
             {
                 "threads": args.threads,
                 "pairs_per_s": {label: round(p, 1) for label, p in rows},
+                "mflop_per_pair": {
+                    label: round(f / 1e6, 1) for label, f in flops.items()
+                },
+                "matmul_gflop_per_s": round(rate, 1),
+                "default_ceiling_pairs_per_s": round(old_ceiling, 1),
+                "default_ceiling_ratio_to_target": round(old_ceiling / TARGET, 3),
                 "default_pairs_per_s": round(old, 1),
                 "fast_pairs_per_s": round(book, 1),
                 "fast_ratio_to_naive": round(book / naive, 3),
@@ -217,6 +294,10 @@ def main() -> int:
                 "hog_preset_ratio_to_target": round(hog / TARGET, 3),
                 "hog_preset_both_phases_pairs_per_s": round(hog_whole, 1),
                 "hog_preset_both_phases_ratio_to_target": round(hog_whole / TARGET, 3),
+                "hog32_preset_both_phases_pairs_per_s": round(hog32_whole, 1),
+                "hog32_preset_both_phases_ratio_to_target": round(
+                    hog32_whole / TARGET, 3
+                ),
                 "hog_text_only_both_phases_pairs_per_s": round(hog_text_only, 1),
                 "hog_text_only_both_phases_ratio_to_target": round(
                     hog_text_only / TARGET, 3

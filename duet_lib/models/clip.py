@@ -1,7 +1,7 @@
 """The one wrapper around open_clip: load, save, preprocess, patch tokens, freezing.
 
 Chapters never touch open_clip directly; they call :func:`load_clip` and work with
-the returned :class:`ClipBundle`. Three small architectures ship with the book as
+the returned :class:`ClipBundle`. Six small architectures ship with the book as
 JSON files in ``duet_lib/configs/`` and are registered with open_clip on first use:
 
 - ``duet-tiny-conv-96`` / ``duet-tiny-conv-128``: a tiny CLIP (joint width 128;
@@ -9,13 +9,19 @@ JSON files in ``duet_lib/configs/`` and are registered with open_clip on first u
   128, 4 layers, head width 32) reads a convolutional stem instead of a patch
   embedding (Xiao et al., "Early Convolutions Help Transformers See Better",
   NeurIPS 2021): four 3x3 convolutions with stride 2 and GELU (3 -> 16 -> 32 ->
-  64 -> 128 channels; half the channels of the paper's stem, for CPU speed) and a 1x1 convolution to the transformer width. The total
-  stride is 16, so a 96 px image gives a 6x6 grid of tokens and 128 px an 8x8 grid.
+  64 -> 128 channels; half the channels of the paper's stem, for CPU speed) and a
+  1x1 convolution to the transformer width. The total stride is 16, so a 96 px
+  image gives a 6x6 grid of tokens and 128 px an 8x8 grid.
 - ``duet-tiny-patch``: the same transformer with a plain 16 px patch embedding,
   for comparison.
+- ``duet-tiny-conv32-96``: a thinner stem with one more stride-2 layer (3 x 3
+  grid) and a text MLP of ratio 2, chapter 02's fast convolutional backbone.
 - ``duet-tiny-hog-96``: the same transformer reading fixed gradient histograms
   (:class:`HogStem`; Dalal and Triggs, CVPR 2005) through a small learned map, for
   chapter 02's short-budget comparison.
+- ``duet-tiny-hog32-96``: the same histograms gathered 4 x 4 cells per token, a
+  3 x 3 grid (10 tokens instead of 37), with the text MLP ratio 2 of
+  ``duet-tiny-conv32-96``: chapter 02's fastest backbone.
 
 The stem cannot be described inside an open_clip config (the constructor rejects
 unknown keys), so its specification lives in ``duet_lib/configs/stems.json`` and

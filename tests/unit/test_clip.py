@@ -34,6 +34,7 @@ def test_stem_kind_names_each_backbones_stem() -> None:
     assert C.stem_kind("duet-tiny-conv-96") == "conv"
     assert C.stem_kind("duet-tiny-conv32-96") == "conv"
     assert C.stem_kind("duet-tiny-hog-96") == "hog"
+    assert C.stem_kind("duet-tiny-hog32-96") == "hog"
     assert C.stem_kind("duet-tiny-patch") is None
     assert C.stem_kind("ViT-B-32") is None
     # every kind the book ships is one the builder knows
@@ -54,6 +55,26 @@ def test_hog_stem_model_learns_only_its_token_map() -> None:
     assert bundle.model.encode_image(x).shape == (2, 128)
     x.requires_grad_(True)
     assert not stem.features(x).requires_grad  # the histograms are fixed
+
+
+def test_hog_stem_on_a_three_by_three_grid_gathers_four_by_four_cells() -> None:
+    bundle = C.load_clip("duet-tiny-hog32-96", seed=0)
+    model = bundle.model
+    stem = model.visual.conv1
+    assert isinstance(stem, C.HogStem)
+    assert (stem.cell, stem.group, stem.total_stride) == (8, 4, 32)
+    assert stem.n_features == 16 * (9 + 3)  # 16 cells of 9 bins and 3 colour means
+    x = torch.randn(2, 3, 96, 96)
+    assert stem.features(x).shape == (2, 16 * 12, 3, 3)
+    assert model.visual.positional_embedding.shape[0] == 3 * 3 + 1
+    with torch.no_grad():
+        _, patches = C.encode_image_with_tokens(model, x)
+    assert patches.shape == (2, 9, 128)
+    assert model.transformer.resblocks[0].mlp.c_fc.out_features == 2 * 128
+    assert model.visual.transformer.resblocks[0].mlp.c_fc.out_features == 4 * 128
+    # the same transformer widths as the 16-stride HOG backbone: fewer tokens only
+    hog16 = C.load_clip("duet-tiny-hog-96", seed=0).model
+    assert model.visual.transformer.width == hog16.visual.transformer.width
 
 
 def test_hog_stem_histograms_follow_edge_orientation_and_keep_colour() -> None:

@@ -1,6 +1,7 @@
 """Tiny-CLIP pretraining: resume equals a straight run, cache reuse, bad configs."""
 
 import ast
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -454,7 +455,7 @@ def test_chapter_02_teach_literals_build_the_teach_preset():
     )
     # a reader who runs chapter 02 on another backbone trains what the later
     # chapters load for that name (chapter_backbone -> book_clip)
-    for name in ("duet-tiny-hog-96", "duet-tiny-conv32-96"):
+    for name in ("duet-tiny-hog-96", "duet-tiny-hog32-96", "duet-tiny-conv32-96"):
         assert from_chapter(name) == PretrainConfig.for_profile(
             "teach", model_name=name
         )
@@ -467,6 +468,12 @@ def test_hog_backbone_preset_is_its_short_recipe_and_smoke_stays_small():
     assert (hog.text_buckets, hog.math_attention) == (3, True)
     # its second phase trains the whole model (text only cost a seed's sketch query)
     assert not hog.inversion_text_only
+    # the 3 x 3 HOG grid: the same recipe with the image-image term at 1
+    hog32 = PretrainConfig.for_profile("teach", model_name="duet-tiny-hog32-96")
+    assert hog32 == replace(
+        hog, model_name="duet-tiny-hog32-96", image_image_weight=1.0
+    )
+    assert hog32.first_phase().key() != hog.first_phase().key()
     # the default keeps its own recipe
     default = PretrainConfig.for_profile("teach")
     assert (default.optimizer, default.steps, default.lr) == ("adamw", 2100, 2e-3)
