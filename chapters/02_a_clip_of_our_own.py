@@ -523,11 +523,13 @@ display(Markdown("\n".join(table)))
 # Where the ceiling lies. The same script counts each step's floating-point
 # operations (PyTorch's FLOP counter, attention through the plain kernel so that its
 # products are counted) and times, in the same process, the fastest float32 matrix
-# products the machine manages on 2 threads: 173 GFLOP/s in the run we quote (other
-# runs gave 115–155). The default step costs 396 MFLOP per image–caption pair, almost
-# all of it in matrix products and convolutions, forward and backward, and it already
-# runs at half that rate (223 pairs/s, 88 GFLOP/s). Even at the full rate it would
-# reach 436 pairs/s: on this machine 500 pairs/s needs at most 345 MFLOP per pair. No
+# products the machine manages on 2 threads: 173 GFLOP/s in the run we quote (two
+# earlier measurements of the same products gave 127 and 154). The default step costs
+# 396 MFLOP per image–caption pair in matrix products and convolutions, forward and
+# backward (the operations the counter sees; element-wise work and the optimiser come
+# on top), and it runs at half that rate (223 pairs/s, 88 GFLOP/s). If those products
+# ran at the full rate and nothing else took any time, it would reach 436 pairs/s: an
+# upper bound, and on this machine 500 pairs/s needs at most 345 MFLOP per pair. No
 # kernel tuning of the default model gets there; only fewer operations per pair do
 # (fewer image tokens, a narrower text MLP, captions trimmed to their length), or
 # cheaper arithmetic (bfloat16, above). The two 3 × 3 backbones cost 146–147 MFLOP per
