@@ -520,21 +520,21 @@ display(Markdown("\n".join(table)))
 # instructions bfloat16 runs slower than float32) and changes the weights a seed gives,
 # and neither comes near 500.
 #
-# Where the ceiling lies. The same script counts each step's floating-point
-# operations (PyTorch's FLOP counter, attention through the plain kernel so that its
-# products are counted) and times, in the same process, the fastest float32 matrix
-# products the machine manages on 2 threads: 173 GFLOP/s in the run we quote (two
-# earlier measurements of the same products gave 127 and 154). The default step costs
-# 396 MFLOP per image–caption pair in matrix products and convolutions, forward and
-# backward (the operations the counter sees; element-wise work and the optimiser come
-# on top), and it runs at half that rate (223 pairs/s, 88 GFLOP/s). If those products
-# ran at the full rate and nothing else took any time, it would reach 436 pairs/s: an
-# upper bound, and on this machine 500 pairs/s needs at most 345 MFLOP per pair. No
-# kernel tuning of the default model gets there; only fewer operations per pair do
+# Where the ceiling lies. The same script counts each step's floating-point operations
+# (PyTorch's FLOP counter, attention through the plain kernel so that its products are
+# counted) and times, in the same process, the fastest float32 matrix products the
+# machine manages on 2 threads: 188 GFLOP/s in the run we quote (173 in an earlier run;
+# two measurements before that gave 127 and 154). The default step costs 396 MFLOP per
+# image–caption pair in matrix products and convolutions, forward and backward (the
+# operations the counter sees; element-wise work and the optimiser come on top), and it
+# runs at half that rate (245 pairs/s, 97 GFLOP/s). If those products ran at the full
+# rate and nothing else took any time, it would reach 475 pairs/s (436 in the earlier
+# run): an upper bound, and at that rate 500 pairs/s needs at most 377 MFLOP per pair.
+# No kernel tuning of the default model gets there; only fewer operations per pair do
 # (fewer image tokens, a narrower text MLP, captions trimmed to their length), or
 # cheaper arithmetic (bfloat16, above). The two 3 × 3 backbones cost 146–147 MFLOP per
-# pair and pass 500 in the same run (546 and 567 pairs/s; the second is the subject of
-# "Fifteen minutes" below), at about the same share of the rate (0.47–0.48).
+# pair and pass 500 in the same run (594 and 673 pairs/s; the second is the subject of
+# "Fifteen minutes" below), at about the same share of the rate (0.46–0.52).
 #
 # ### Six minutes: what a short run learns first
 #
@@ -739,8 +739,9 @@ display(Markdown("\n".join(table)))
 # cells of 8 pixels into each of 3 × 3 tokens (192 fixed numbers per token, under the
 # same learned map) and takes the fast backbone's text MLP of ratio 2. In one run of
 # `benchmarks/bench_pretrain.py` its step costs 146 MFLOP per pair against 325 for the
-# HOG preset and runs at 567 pairs/s in the first phase and 447 in the second (the HOG
-# preset: 303 and 262), about 494 pairs/s over its 720 + 900 steps.
+# HOG preset and runs at 673 pairs/s in the first phase and 497 in the second (the HOG
+# preset: 304 and 265), 562 pairs/s over its 720 + 900 steps (an earlier run: 567, 447
+# and 494).
 #
 # We trained it with the HOG preset's recipe. At $w_{ii} = 1.5$ it failed this
 # chapter's colour check on the test shapes (0.843 against 0.9; gate 0.600, pattern
@@ -774,9 +775,12 @@ display(Markdown("\n".join(table)))
 # sketch→photo 0.587 against 0.708). A longer second phase, the lever that lifted the
 # query on the 16-pixel grid, does not lift it here: 1500 steps instead of 900 (816 s,
 # `inversion_steps=1500`) read 0.544 at seed 0 and cost the duet 0.017, so we stopped
-# there without the second seed. The backbone stays an option, not one the book
-# leans on: over both phases it reaches the 500 pairs/s we aimed for only just (494 in
-# the run quoted), and it passes this chapter but not chapter 09's sketch-only target.
+# there without the second seed. Finer cells on the same grid (4 pixels, 8 × 8 per
+# token) did worse already in the first phase (one run, validation shapes: gate 0.389
+# against 0.606, colour 0.889), so we did not train that one further. The backbone
+# stays an option, not one the book leans on: over both phases it reaches the 500
+# pairs/s we aimed for (562 in the run quoted, 494 in the earlier one), and it passes
+# this chapter but not chapter 09's sketch-only target.
 
 # %%
 colours, truth, guess = joint_attribute_predictions(
@@ -1018,10 +1022,10 @@ metrics
 #   selectable, not the default, whose numbers the later chapters' texts were
 #   measured on.
 # - The default's step costs 396 MFLOP per pair and runs at half the machine's best
-#   float32 matrix-product rate; at the full rate it would still stay below 500
-#   pairs/s (436), so speed must come from fewer operations per pair. The HOG
-#   histograms on a 3 × 3 grid (`duet-tiny-hog32-96`, 146 MFLOP per pair) pretrain in
-#   about 13 minutes at about 494 pairs/s and pass this chapter's checks, and chapter
+#   float32 matrix-product rate; at the full rate it would still stay below 500 pairs/s
+#   (475 and 436 in two runs), so speed must come from fewer operations per pair. The
+#   HOG histograms on a 3 × 3 grid (`duet-tiny-hog32-96`, 146 MFLOP per pair) pretrain
+#   in about 13 minutes at 494–562 pairs/s and pass this chapter's checks, and chapter
 #   09's duet holds (0.948 at two seeds), but its sketch-only query stays below 0.6
 #   (0.554, 0.559), also with a longer second phase.
 # - The second phase (`inversion_steps=300`) teaches the text tower to read
@@ -1063,12 +1067,12 @@ metrics
 #    what does the second phase do to this chapter's gate and colour probes, with and
 #    without `inversion_text_only=True`? Compare on validation only, with two seeds.
 # 9. (Open) The 3 × 3 HOG grid (`model_name="duet-tiny-hog32-96"`) keeps the duet but
-#    not chapter 09's sketch-only query, and a longer second phase did not help. Is
-#    the grid the limit? Try finer cells on the same grid (4-pixel cells, 8 × 8 per
-#    token: `"cell": 4, "group": 8` in a new entry of `duet_lib/configs/stems.json`,
-#    with its own config file), or the first phase at $w_{ii} = 1.5$ with a text MLP
-#    of ratio 4, and read the photo gate and chapter 09's query on validation, with
-#    two seeds, against their cost in MFLOP per pair (`benchmarks/bench_pretrain.py`).
+#    not chapter 09's sketch-only query; a longer second phase and finer cells did
+#    not help. Is the grid the limit? Try the first phase at $w_{ii} = 1.5$ with a
+#    text MLP of ratio 4, or a 6 × 6 grid in the first visual blocks pooled to 3 × 3
+#    before the last ones (a code change in `duet_lib.models.clip`), and read the
+#    photo gate and chapter 09's query on validation, with two seeds, against their
+#    cost in MFLOP per pair (`benchmarks/bench_pretrain.py`).
 #
 # ## References
 #
