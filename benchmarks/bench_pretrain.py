@@ -35,7 +35,8 @@ through the plain kernel there, so its products are counted), and the same proce
 measures the best rate its float32 matrix products reach (square products of side
 1024 and 2048 and the transformer's MLP product, the best median of each). From
 these: the step's achieved GFLOP/s, its share of that rate, and the ceiling, the
-pairs/s the step would reach if all its arithmetic ran at that rate.
+pairs/s the step would reach if its counted arithmetic ran at that rate and nothing
+else took time (an upper bound).
 
 Prints a table, the ratios of the fast step to the naive and default ones, of both
 to the 500 pairs/s target, and a JSON line.
@@ -96,7 +97,7 @@ def _median_time(fn, steps: int) -> float:
     return float(np.median(times))
 
 
-def _matmul_rate(threads: int, repeats: int = 7) -> float:
+def _matmul_rate(repeats: int = 7) -> float:
     """The best median GFLOP/s of float32 matrix products in this process: squares
     of side 1024 and 2048, and the transformer MLP's product (37 tokens of 128
     photos, width 128 to 512)."""
@@ -218,7 +219,7 @@ def main() -> int:
         step = _book_step(name, batch, **settings)
         rows.append((label, 2 * args.batch / _median_time(step, args.steps)))
         flops[label] = _step_flops(step) / (2 * args.batch)
-    rate = _matmul_rate(args.threads)
+    rate = _matmul_rate()
 
     print(
         f"threads {args.threads}, {args.batch} geometries per step, median of "
