@@ -247,21 +247,20 @@ def main() -> int:
         f"({old_ceiling / TARGET:.2f} of the target); {TARGET:.0f} pairs/s at the "
         f"full rate needs at most {rate * 1e3 / TARGET:.0f} MFLOP per pair"
     )
-    hog = dict(rows)[HOG_PRESET]
-    # the preset's whole pretraining (pairs over seconds): its steps of both phases
-    # at the measured rates, the second phase either way
+    rate_of = dict(rows)
+    hog = rate_of[HOG_PRESET]
+
+    def both_phases(cfg: PretrainConfig, first: str, second: str) -> float:
+        """A preset's whole pretraining in pairs/s (corpus left out): its steps of
+        both phases at the rates measured for rows ``first`` and ``second``."""
+        seconds = cfg.steps / rate_of[first] + cfg.inversion_steps / rate_of[second]
+        return cfg.total_steps / seconds
+
     preset = PretrainConfig.for_profile("teach", model_name=HOG)
-    both = {
-        label: preset.total_steps
-        / (preset.steps / hog + preset.inversion_steps / dict(rows)[label])
-        for label in (HOG_SECOND, HOG_TEXT_ONLY)
-    }
-    hog_whole, hog_text_only = both[HOG_SECOND], both[HOG_TEXT_ONLY]
+    hog_whole = both_phases(preset, HOG_PRESET, HOG_SECOND)
+    hog_text_only = both_phases(preset, HOG_PRESET, HOG_TEXT_ONLY)
     grid = PretrainConfig.for_profile("teach", model_name=HOG32)
-    hog32_whole = grid.total_steps / (
-        grid.steps / dict(rows)[HOG32_PRESET]
-        + grid.inversion_steps / dict(rows)[HOG32_SECOND]
-    )
+    hog32_whole = both_phases(grid, HOG32_PRESET, HOG32_SECOND)
     print(
         f"HOG preset, both phases ({preset.steps} + {preset.inversion_steps} steps, "
         f"corpus left out): {hog_whole:.0f} pairs/s; with the second phase on the "

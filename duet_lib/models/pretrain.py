@@ -86,6 +86,17 @@ CAPTION_TARGETS = ("identical", "described")
 OPTIMIZERS = ("adamw", "muon")
 
 
+#: The HOG-stem backbones' recipe (see :data:`MODEL_PRESETS`).
+_HOG_RECIPE: dict[str, Any] = {
+    "optimizer": "muon",
+    "image_image_weight": 1.5,
+    "lr": 1.2e-2,
+    "steps": 720,
+    "inversion_steps": 900,
+    "text_buckets": 3,
+    "math_attention": True,
+}
+
 #: Per-model presets: selecting the model name reproduces the recipe its weights
 #: were measured with. The fast backbone (32-stride stem) keeps the default recipe
 #: with two speed settings (benchmarks/bench_pretrain.py) and no inversion term.
@@ -104,24 +115,8 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {
         "math_attention": True,
         "inversion_steps": 0,
     },
-    "duet-tiny-hog-96": {
-        "optimizer": "muon",
-        "image_image_weight": 1.5,
-        "lr": 1.2e-2,
-        "steps": 720,
-        "inversion_steps": 900,
-        "text_buckets": 3,
-        "math_attention": True,
-    },
-    "duet-tiny-hog32-96": {
-        "optimizer": "muon",
-        "image_image_weight": 1.0,
-        "lr": 1.2e-2,
-        "steps": 720,
-        "inversion_steps": 900,
-        "text_buckets": 3,
-        "math_attention": True,
-    },
+    "duet-tiny-hog-96": _HOG_RECIPE,
+    "duet-tiny-hog32-96": {**_HOG_RECIPE, "image_image_weight": 1.0},
 }
 
 
